@@ -1,0 +1,97 @@
+"""Plain data passed between the pipeline stages.
+
+Images are numpy arrays, always RGB (or grey) uint8 unless said otherwise; the OpenCV
+BGR order never leaves ingest/store. No torch or cv2 import here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CLASS_NAMES: tuple[str, str, str] = ("A", "B", "C")
+
+
+@dataclass(frozen=True)
+class BBox:
+    """An axis-aligned box in the spread's pixels: x, y of the top-left corner, width, height."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    def iou(self, other: BBox) -> float:
+        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union else 0.0
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A decoded metaphase spread, normalised to 8-bit RGB."""
+
+    path: str
+    rgb: np.ndarray  # HxWx3 uint8, RGB
+    sha256: str
+    size_bytes: int
+    source_bit_depth: int
+    source_channels: int
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+@dataclass(frozen=True)
+class Crop:
+    """One chromosome (or one separated sister pair) cut from a spread.
+
+    `rgb` is the raw crop (the spread's pixels inside `bbox`), `mask` the object's own
+    pixels (True) so enhancement can blank out neighbours. `metaphase` is the index of
+    the cluster of chromosomes it belongs to (-1: none). `flags` name reasons a person
+    should look at it (e.g. "touching", "overlap"); flagged crops stay out of statistics
+    until confirmed.
+    """
+
+    index: int
+    bbox: BBox
+    rgb: np.ndarray
+    mask: np.ndarray | None = None
+    metaphase: int = -1
+    flags: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    crops: tuple[Crop, ...]
+    metaphases: int
+    note: str | None = None  # why there are no crops, when there are none
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The ensemble's verdict on one crop, with each member's probabilities kept."""
+
+    label: str
+    probs: dict[str, float]
+    member_probs: dict[str, list[float]]
+    model_version: str
+
+    @property
+    def confidence(self) -> float:
+        return max(self.probs.values())

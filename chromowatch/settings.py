@@ -1,0 +1,318 @@
+"""One settings object, read from a TOML file and CHROMOWATCH_* environment variables.
+
+Precedence: environment > file > defaults. The file is `--config`, else $CHROMOWATCH_CONFIG,
+else `$XDG_CONFIG_HOME/chromowatch/chromowatch.toml` (~/.config/...) when it exists.
+Environment variables name nested keys with a double underscore:
+CHROMOWATCH_CLASSIFY__BATCH_SIZE=32 sets `[classify] batch_size`.
+
+Each section is a pydantic model; add a key by adding a field with a description, and
+`chromowatch config generate` (and config/chromowatch.example.toml) follow.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from chromowatch.errors import ConfigError
+
+ENV_PREFIX = "CHROMOWATCH_"
+ENV_DELIMITER = "__"
+CONFIG_ENV = "CHROMOWATCH_CONFIG"
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "chromowatch" / "chromowatch.toml"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "chromowatch"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class PathsSettings(Section):
+    data_dir: Path | None = Field(
+        None,
+        description="Where crops, reports and the database live. "
+        "Unset: $XDG_DATA_HOME/chromowatch, else ~/.local/share/chromowatch.",
+    )
+    models_dir: Path | None = Field(None, description="Installed models. Unset: <data_dir>/models.")
+    database: Path | None = Field(
+        None, description="SQLite database file. Unset: <data_dir>/chromowatch.sqlite3."
+    )
+
+    @property
+    def data(self) -> Path:
+        return (self.data_dir or _default_data_dir()).expanduser()
+
+    @property
+    def models(self) -> Path:
+        return (self.models_dir or self.data / "models").expanduser()
+
+    @property
+    def db(self) -> Path:
+        return (self.database or self.data / "chromowatch.sqlite3").expanduser()
+
+    @property
+    def crops(self) -> Path:
+        return self.data / "crops"
+
+
+class IngestSettings(Section):
+    max_pixels: int = Field(
+        150_000_000, gt=0, description="Refuse images with more pixels than this (decompression bombs)."
+    )
+    max_file_mb: float = Field(1024.0, gt=0, description="Refuse files larger than this many MiB.")
+    extensions: list[str] = Field(
+        [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"],
+        description="File name endings taken as images (case-insensitive).",
+    )
+
+    @model_validator(mode="after")
+    def _extensions_have_dots(self) -> IngestSettings:
+        for ext in self.extensions:
+            if not ext.startswith("."):
+                raise ValueError(f"extensions must start with a dot, got {ext!r}")
+        return self
+
+
+class SegmentSettings(Section):
+    min_area: int = Field(
+        60, gt=0, description="Smallest object kept, in pixels at the reference scale (debris below)."
+    )
+    max_area: int = Field(
+        6000, gt=0, description="Largest object kept, in pixels at the reference scale (nuclei above)."
+    )
+    pad: int = Field(4, ge=0, description="Pixels of margin around each crop.")
+
+    @model_validator(mode="after")
+    def _area_order(self) -> SegmentSettings:
+        if self.min_area >= self.max_area:
+            raise ValueError("min_area must be smaller than max_area")
+        return self
+
+
+class EnhanceSettings(Section):
+    """The enhancement of Matsumoto et al. 2025, step 2; defaults are the paper's values."""
+
+    mean: float = Field(90.0, ge=0, le=255, description="Target pixel mean before contrast stretch.")
+    std: float = Field(16.0, gt=0, le=128, description="Target pixel standard deviation.")
+    alpha: float = Field(3.0, gt=0, description="Contrast gain: dst = alpha*src + beta.")
+    beta: float = Field(30.0, description="Brightness offset: dst = alpha*src + beta.")
+    gamma: float = Field(3.0, gt=0, description="Gamma: y = (x/255)^gamma * 255.")
+    edge_object_fraction: float = Field(
+        0.08,
+        ge=0,
+        le=1,
+        description="Objects touching the crop's edge and smaller than this share of its area "
+        "are erased to white.",
+    )
+
+
+class ClassifySettings(Section):
+    model: str = Field(
+        "current", description='Ensemble to use: an installed ensemble name, or "current".'
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: the GPU when CUDA is available, else the CPU."
+    )
+    batch_size: int = Field(64, gt=0, le=4096, description="Crops per inference batch.")
+    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 lets torch decide.")
+
+
+class ModelsSettings(Section):
+    published_source: str = Field(
+        "https://raw.githubusercontent.com/ikmtd/Classification_Demonstration/main/models/"
+        "SqueezeNet_based_models",
+        description="Where `models fetch ikemoto2023` downloads from when no --from is given.",
+    )
+    download_timeout_s: float = Field(30.0, gt=0, description="Per-file download timeout.")
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+
+class Settings(BaseSettings):
+    """All of chromowatch's settings; passed down as one object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    paths: PathsSettings = Field(default_factory=PathsSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    segment: SegmentSettings = Field(default_factory=SegmentSettings)  # type: ignore[arg-type]
+    enhance: EnhanceSettings = Field(default_factory=EnhanceSettings)  # type: ignore[arg-type]
+    classify: ClassifySettings = Field(default_factory=ClassifySettings)  # type: ignore[arg-type]
+    models: ModelsSettings = Field(default_factory=ModelsSettings)  # type: ignore[arg-type]
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file's contents arrive as init kwargs; the environment overrides them.
+        return (env_settings, init_settings)
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """The settings with where they came from, for `config show`."""
+
+    settings: Settings
+    file: Path | None
+    file_data: dict[str, Any]
+
+    def source_of(self, section: str, key: str) -> str:
+        env = f"{ENV_PREFIX}{section.upper()}{ENV_DELIMITER}{key.upper()}"
+        if env in os.environ:
+            return f"env {env}"
+        if key in self.file_data.get(section, {}):
+            return f"file {self.file}"
+        return "default"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {path} does not exist",
+            hint="create it with `chromowatch config generate > FILE`, or leave --config out",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"configuration file {path} is not valid TOML: {exc}",
+            hint="fix the line named above; `chromowatch config generate` shows the format",
+        ) from None
+
+
+def _describe(error: Mapping[str, Any], loaded_from: Path | None) -> str:
+    loc = [str(part) for part in error.get("loc", ())]
+    key = ".".join(loc) or "(top level)"
+    env = ENV_PREFIX + ENV_DELIMITER.join(part.upper() for part in loc)
+    if env in os.environ:
+        where = f" (from environment variable {env})"
+    elif loaded_from is not None:
+        where = f" (in {loaded_from})"
+    else:
+        where = ""
+    msg = str(error.get("msg", "invalid"))
+    if error.get("type") == "extra_forbidden":
+        msg = "unknown key; `chromowatch config generate` lists the valid keys"
+    elif "input" in error and not isinstance(error["input"], dict):
+        msg = f"{msg}; got {error['input']!r}"
+    return f"invalid configuration key {key}{where}: {msg}"
+
+
+def load_settings(config: Path | str | None = None) -> LoadedSettings:
+    """Read the configuration file and environment; raise ConfigError naming any bad key."""
+    path: Path | None
+    explicit = config or os.environ.get(CONFIG_ENV)
+    if explicit:
+        path = Path(explicit).expanduser()
+        data = _read_toml(path)
+    else:
+        path = default_config_path()
+        if path.is_file():
+            data = _read_toml(path)
+        else:
+            path, data = None, {}
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0], path)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(first + more) from None
+    return LoadedSettings(settings=settings, file=path, file_data=data)
+
+
+def iter_fields() -> Iterator[tuple[str, str, Any, str]]:
+    """(section, key, default, description) for every key of the schema, in order."""
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for key, sub in model.model_fields.items():
+            yield section, key, sub.default, sub.description or ""
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def generate_example() -> str:
+    """A commented TOML file with every key at its default, built from the schema."""
+    lines = [
+        "# chromowatch configuration (generated by `chromowatch config generate`).",
+        "# Every key is shown at its default; delete what you do not change.",
+        "# Environment variables override this file: CHROMOWATCH_SECTION__KEY=value.",
+    ]
+    current = None
+    for section, key, default, description in iter_fields():
+        if section != current:
+            doc = (Settings.model_fields[section].annotation.__doc__ or "").strip()  # type: ignore[union-attr]
+            lines.append("")
+            lines.append(f"[{section}]")
+            if doc and not doc.startswith("Usage docs"):
+                lines.extend(f"# {line.strip()}" for line in doc.splitlines())
+            current = section
+        lines.append(f"# {description}" if description else "#")
+        if default is None:
+            lines.append(f"# {key} = ...")
+        else:
+            lines.append(f"{key} = {_toml_value(default)}")
+    return "\n".join(lines) + "\n"
+
+
+def effective_values(loaded: LoadedSettings) -> list[tuple[str, Any, str]]:
+    """(dotted key, effective value, source) for `config show`; derived paths resolved."""
+    rows: list[tuple[str, Any, str]] = []
+    s = loaded.settings
+    for section, key, _default, _ in iter_fields():
+        value = getattr(getattr(s, section), key)
+        source = loaded.source_of(section, key)
+        if section == "paths" and value is None:
+            derived = {"data_dir": s.paths.data, "models_dir": s.paths.models, "database": s.paths.db}
+            value, source = derived[key], "default (derived)"
+        if isinstance(value, Path):
+            value = str(value)
+        rows.append((f"{section}.{key}", value, source))
+    return rows

@@ -1,0 +1,1 @@
+"""Report templates (jinja2); shipped in the wheel as chromowatch.templates."""
