@@ -1,0 +1,422 @@
+"""The command line: the only place that configures logging and turns errors into exit codes.
+
+Heavy libraries (torch, cv2, weasyprint) are imported inside the commands that need them, so
+`chromowatch --help` and `chromowatch config validate` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chromowatch import __version__
+from chromowatch.errors import ChromowatchError, InputImageError, UsageError
+from chromowatch.records import CLASS_NAMES
+from chromowatch.settings import LoadedSettings, Settings, load_settings
+
+if TYPE_CHECKING:
+    from chromowatch.classify.ensemble import Ensemble
+    from chromowatch.store import SampleCounts
+
+log = logging.getLogger(__name__)
+
+EXIT_PARTIAL = 3  # some input files were skipped; the rest were processed
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _load_ensemble(settings: Settings, name: str | None) -> Ensemble:
+    from chromowatch.classify.library import ModelLibrary
+
+    library = ModelLibrary(settings.paths.models)
+    return library.load_ensemble(
+        name or settings.classify.model,
+        device=settings.classify.device,
+        batch_size=settings.classify.batch_size,
+    )
+
+
+def _set_threads(settings: Settings) -> None:
+    if settings.classify.threads:
+        import torch
+
+        torch.set_num_threads(settings.classify.threads)
+
+
+def format_counts_table(rows: Sequence[SampleCounts]) -> str:
+    """The per-sample A/B/C table people read in a terminal."""
+    header = f"{'sample':<24} {'images':>6} {'scored':>6} " + " ".join(
+        f"{c:>14}" for c in CLASS_NAMES
+    ) + f" {'excluded':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        cells = " ".join(f"{r.counts[c]:>5} ({r.fraction(c):6.1%})" for c in CLASS_NAMES)
+        failed = f"  ({r.failed_images} failed)" if r.failed_images else ""
+        lines.append(f"{r.sample:<24} {r.images:>6} {r.scored:>6} {cells} {r.excluded:>8}{failed}")
+    return "\n".join(lines)
+
+
+# -- config ----------------------------------------------------------------------------
+
+
+def cmd_config(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.settings import effective_values, generate_example
+
+    if args.config_cmd == "generate":
+        sys.stdout.write(generate_example())
+    elif args.config_cmd == "validate":
+        where = loaded.file or "no file (defaults and environment)"
+        print(f"configuration is valid: {where}")
+    else:
+        rows = effective_values(loaded)
+        if args.json:
+            _print_json([{"key": k, "value": v, "source": s} for k, v, s in rows])
+        else:
+            width = max(len(k) for k, _, _ in rows)
+            for key, value, source in rows:
+                print(f"{key:<{width}} = {json.dumps(value)}    # {source}")
+    return 0
+
+
+# -- image stages ----------------------------------------------------------------------
+
+
+def cmd_synth(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.synth import write_dataset
+
+    paths = write_dataset(Path(args.out_dir), samples=args.samples, spreads=args.spreads,
+                          seed=args.seed)
+    print(f"wrote {len(paths)} synthetic spreads under {args.out_dir} (not real data: for "
+          "tests and demonstrations only)")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    import cv2
+
+    from chromowatch import ingest, segment
+    from chromowatch.progress import Progress
+
+    settings = loaded.settings
+    files = ingest.list_images([Path(p) for p in args.images], settings.ingest)
+    if args.overlay and len(files) > 1 and not Path(args.overlay).is_dir():
+        raise UsageError("--overlay takes a folder when several images are given",
+                         hint="create the folder first, or give one image")
+    out: list[dict[str, Any]] = []
+    failed = 0
+    progress = Progress(len(files), "segment")
+    for path in files:
+        try:
+            spread = ingest.read_spread(path, settings.ingest)
+        except InputImageError as exc:
+            log.error("%s", exc)
+            failed += 1
+            out.append({"image": str(path), "error": exc.problem, "crops": []})
+            progress.advance(path.name)
+            continue
+        seg = segment.segment(spread.rgb, settings.segment)
+        out.append({
+            "image": str(path),
+            "width": spread.width,
+            "height": spread.height,
+            "metaphases": seg.metaphases,
+            "note": seg.note,
+            "crops": [
+                {"bbox": c.bbox.as_list(), "metaphase": c.metaphase, "flags": sorted(c.flags)}
+                for c in seg.crops
+            ],
+        })
+        if args.overlay:
+            target = Path(args.overlay)
+            if target.is_dir():
+                target = target / f"{path.stem}.overlay.png"
+            picture = segment.draw_overlay(spread.rgb, seg)
+            if not cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+                raise UsageError(f"cannot write the overlay to {target}",
+                                 hint="give a writable .png path")
+        progress.advance(path.name)
+    progress.close()
+    if args.json:
+        _print_json(out)
+    else:
+        for item in out:
+            if "error" in item:
+                print(f"{item['image']}: skipped ({item['error']})")
+            else:
+                note = f" ({item['note']})" if item["note"] else ""
+                print(f"{item['image']}: {len(item['crops'])} crops, "
+                      f"{item['metaphases']} metaphase(s){note}")
+    return EXIT_PARTIAL if failed else 0
+
+
+def cmd_classify(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch import ingest
+    from chromowatch.pipeline import classify_files
+
+    settings = loaded.settings
+    _set_threads(settings)
+    files = ingest.list_images([Path(p) for p in args.paths], settings.ingest)
+    if not files:
+        raise UsageError("no crop images found in " + ", ".join(args.paths),
+                         hint=f"give image files or folders ({', '.join(settings.ingest.extensions)})")
+    ensemble = _load_ensemble(settings, args.model)
+    results = classify_files(files, settings=settings, ensemble=ensemble, enhanced=args.enhanced)
+    failed = 0
+    rows: list[dict[str, Any]] = []
+    for path, res in results:
+        if isinstance(res, InputImageError):
+            failed += 1
+            rows.append({"path": str(path), "error": res.problem})
+        else:
+            rows.append({"path": str(path), "label": res.label,
+                         "probs": {k: round(v, 6) for k, v in res.probs.items()}})
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            if "error" in row:
+                print(f"{row['path']}: skipped ({row['error']})")
+            else:
+                probs = " ".join(f"{k}={v:.3f}" for k, v in row["probs"].items())
+                print(f"{row['path']}: {row['label']}  {probs}")
+        counts = {c: sum(1 for r in rows if r.get("label") == c) for c in CLASS_NAMES}
+        print(f"{len(rows) - failed} crops classified with {ensemble.name}: " +
+              ", ".join(f"{c} {n}" for c, n in counts.items()))
+    return EXIT_PARTIAL if failed else 0
+
+
+def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch import ingest
+    from chromowatch.pipeline import check_model_fits, process_file
+    from chromowatch.progress import Progress
+    from chromowatch.store import Store
+
+    settings = loaded.settings
+    _set_threads(settings)
+    files = ingest.list_images([Path(p) for p in args.paths], settings.ingest)
+    if not files:
+        raise UsageError("no images found in " + ", ".join(args.paths),
+                         hint=f"give spread files or folders ({', '.join(settings.ingest.extensions)})")
+    ensemble = _load_ensemble(settings, args.model)
+    check_model_fits(ensemble)
+    results = []
+    with Store.open(settings.paths.db) as store:
+        progress = Progress(len(files), "process")
+        for path in files:
+            results.append(process_file(path, sample=args.sample, settings=settings,
+                                        store=store, ensemble=ensemble))
+            progress.advance(path.name)
+        progress.close()
+        counts = store.sample_counts(args.sample)
+    failed = sum(r.status == "failed" for r in results)
+    if args.json:
+        _print_json({
+            "sample": args.sample,
+            "model": ensemble.version,
+            "images": [r.as_dict() for r in results],
+            "results": [c.as_dict() for c in counts],
+        })
+    else:
+        for r in results:
+            if r.status == "failed":
+                print(f"{r.path}: skipped: {r.error}")
+            elif r.status == "duplicate":
+                print(f"{r.path}: already processed (image {r.image_id}), stored once")
+            else:
+                note = f" ({r.note})" if r.note else ""
+                print(f"{r.path}: {len(r.crops)} crops{note}")
+        print()
+        print(f"model: {ensemble.version}")
+        print(format_counts_table(counts))
+        print(f"\nresults stored in {settings.paths.db}")
+    return EXIT_PARTIAL if failed else 0
+
+
+def cmd_results(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.store import Store
+
+    settings = loaded.settings
+    if not settings.paths.db.exists():
+        raise UsageError(f"no database at {settings.paths.db} yet",
+                         hint="process some spreads first: chromowatch process PATH --sample NAME")
+    with Store.open(settings.paths.db) as store:
+        rows = store.sample_counts(args.sample)
+    if args.json:
+        _print_json([r.as_dict() for r in rows])
+    else:
+        print(format_counts_table(rows) if rows else "no samples processed yet")
+    return 0
+
+
+# -- models ----------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.classify.library import ModelLibrary
+
+    settings = loaded.settings
+    library = ModelLibrary(settings.paths.models)
+    if args.models_cmd == "fetch":
+        from chromowatch.classify.published import fetch_ikemoto2023
+
+        source: str | Path = Path(args.source) if args.source else settings.models.published_source
+        info = fetch_ikemoto2023(library, source, timeout=settings.models.download_timeout_s)
+        print(f"installed ensemble {info.name} ({len(info.members)} models) in {library.root}")
+        print(f"current ensemble: {library.current_name()}")
+        return 0
+    if args.models_cmd == "use":
+        library.set_current(args.name)
+        print(f"current ensemble: {args.name}")
+        return 0
+    ensembles = library.list_ensembles()
+    current = library.current_name()
+    if args.json:
+        _print_json({
+            "current": current,
+            "ensembles": [
+                {"name": e.name, "members": list(e.members), "created": e.created,
+                 "metrics": e.metrics}
+                for e in ensembles
+            ],
+            "bundles": [b.name for b in library.list_bundles()],
+        })
+        return 0
+    if not ensembles:
+        print(f"no models installed in {library.root}\n"
+              "  -> chromowatch models fetch ikemoto2023 [--from DIR]")
+        return 0
+    for e in ensembles:
+        mark = "*" if e.name == current else " "
+        metrics = ""
+        if e.metrics:
+            metrics = "  " + ", ".join(
+                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in e.metrics.items() if not isinstance(v, dict | list)
+            )
+        print(f"{mark} {e.name:<24} {len(e.members):>3} member(s){metrics}")
+    print(f"({len(library.list_bundles())} bundles in {library.root}; * = current)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.demo import run_demo
+
+    return run_demo(loaded.settings, spreads=args.spreads,
+                    models_from=Path(args.models_from) if args.models_from else None,
+                    offline=args.offline)
+
+
+# -- parser ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chromowatch",
+        description="Score sister-chromatid cohesion (class A/B/C) on metaphase spreads.",
+    )
+    parser.add_argument("--version", action="version", version=f"chromowatch {__version__}")
+    parser.add_argument("--config", help="TOML configuration file (else $CHROMOWATCH_CONFIG, "
+                        "else ~/.config/chromowatch/chromowatch.toml when present)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("config", help="show, validate or generate the configuration")
+    csub = p.add_subparsers(dest="config_cmd", required=True)
+    show = csub.add_parser("show", help="effective values and where each came from")
+    show.add_argument("--json", action="store_true")
+    csub.add_parser("validate", help="check the configuration; exit 2 naming a bad key")
+    csub.add_parser("generate", help="print a commented example configuration")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("demo", help="the main job on an embedded default: generated spreads, "
+                       "installed (or bootstrapped) models, the per-sample A/B/C table")
+    p.add_argument("--spreads", type=int, default=3, help="generated spreads per sample")
+    p.add_argument("--models-from", help="folder with local copies of the published models")
+    p.add_argument("--offline", action="store_true", help="do not try to download models")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("synth", help="write synthetic spreads with known boxes (tests, demos)")
+    p.add_argument("out_dir")
+    p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--spreads", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("segment", help="find the chromosomes of spreads")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="JSON list, one object per image")
+    p.add_argument("--overlay", metavar="OUT", help="write the spread with its boxes (PNG, or "
+                   "a folder for several images)")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("classify", help="classify single-chromosome crop images")
+    p.add_argument("paths", nargs="+", metavar="CROP_IMAGE_OR_DIR")
+    p.add_argument("--model", help="ensemble name (default: classify.model, i.e. current)")
+    p.add_argument("--enhanced", action="store_true",
+                   help="the crops are already enhanced (white background): skip enhancement")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("process", help="segment, enhance, classify and store spreads")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--sample", required=True, help="sample name the spreads belong to")
+    p.add_argument("--model", help="ensemble name (default: classify.model, i.e. current)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("results", help="A/B/C counts and fractions per sample")
+    p.add_argument("--sample")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("models", help="install, list and choose models")
+    msub = p.add_subparsers(dest="models_cmd", required=True)
+    ls = msub.add_parser("list", help="installed ensembles; * marks the current one")
+    ls.add_argument("--json", action="store_true")
+    fetch = msub.add_parser("fetch", help="install the published models")
+    fetch.add_argument("name", choices=["ikemoto2023"])
+    fetch.add_argument("--from", dest="source", metavar="DIR",
+                       help="local copies of SqueezeNet_1..30.pth instead of downloading")
+    use = msub.add_parser("use", help="make an installed ensemble current")
+    use.add_argument("name")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def configure_logging(level: str, verbose: int, quiet: bool) -> None:
+    if quiet:
+        level = "ERROR"
+    elif verbose:
+        level = "DEBUG"
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace, LoadedSettings], int] = args.func
+    try:
+        loaded = load_settings(args.config)
+        configure_logging(loaded.settings.logging.level, args.verbose, args.quiet)
+        return func(args, loaded)
+    except ChromowatchError as exc:
+        print(f"chromowatch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("chromowatch: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

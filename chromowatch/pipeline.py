@@ -1,0 +1,195 @@
+"""process_file(): the stages a spread goes through, top to bottom.
+
+ingest -> segment -> enhance -> classify -> store. `chromowatch process` and the daemon both
+call this, so what is tested one-shot is what runs unattended.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from chromowatch import enhance, ingest, segment
+from chromowatch.errors import InputImageError, ModelError
+from chromowatch.records import BBox, Crop, Prediction
+from chromowatch.settings import Settings
+from chromowatch.store import Store, StoredCrop
+
+if TYPE_CHECKING:
+    from chromowatch.classify.ensemble import Ensemble
+
+log = logging.getLogger(__name__)
+
+# The enhancement this pipeline applies to crops; a model must expect exactly this.
+PIPELINE_ENHANCEMENT = "ikemoto2023"
+
+
+@dataclass(frozen=True)
+class CropResult:
+    index: int
+    bbox: BBox
+    metaphase: int
+    flags: frozenset[str]
+    prediction: Prediction
+    file: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "bbox": self.bbox.as_list(),
+            "metaphase": self.metaphase,
+            "flags": sorted(self.flags),
+            "label": self.prediction.label,
+            "probs": {k: round(v, 6) for k, v in self.prediction.probs.items()},
+            "file": self.file,
+        }
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    path: str
+    sample: str
+    status: Literal["done", "duplicate", "failed"]
+    image_id: int | None = None
+    width: int = 0
+    height: int = 0
+    crops: tuple[CropResult, ...] = ()
+    error: str | None = None
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "image": self.path,
+            "sample": self.sample,
+            "status": self.status,
+            "image_id": self.image_id,
+            "width": self.width,
+            "height": self.height,
+            "error": self.error,
+            "note": self.note,
+            "crops": [c.as_dict() for c in self.crops],
+        }
+
+
+def check_model_fits(ensemble: Ensemble) -> None:
+    if ensemble.enhancement != PIPELINE_ENHANCEMENT:
+        raise ModelError(
+            f"model {ensemble.name} expects {ensemble.enhancement!r} crops, but the pipeline "
+            f"produces {PIPELINE_ENHANCEMENT!r} crops",
+            hint="choose another model with --model or classify.model",
+        )
+
+
+def write_crop_file(directory: Path, index: int, rgb: np.ndarray) -> str:
+    """Write an enhanced crop as PNG atomically; returns its path."""
+    import cv2
+
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{index:04d}.png"
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode crop {index} as PNG")
+    part = target.with_suffix(".png.part")
+    part.write_bytes(encoded.tobytes())
+    os.replace(part, target)
+    return str(target)
+
+
+def process_file(
+    path: Path,
+    *,
+    sample: str,
+    settings: Settings,
+    store: Store,
+    ensemble: Ensemble,
+    metaphase_label: str | None = None,
+) -> ImageResult:
+    """Run one spread through every stage and commit its results in one transaction.
+
+    A bad input file is recorded as failed with its reason and returned, never raised:
+    the caller goes on with the next file.
+    """
+    try:
+        spread = ingest.read_spread(path, settings.ingest)
+    except InputImageError as exc:
+        log.warning("skipped %s", exc)
+        size = path.stat().st_size if path.is_file() else None
+        store.record_failure(path=str(path), sample=sample, error=exc.problem, size=size,
+                             sha256=None)
+        return ImageResult(path=str(path), sample=sample, status="failed", error=str(exc))
+
+    known = store.find_image(spread.sha256)
+    if known is not None:
+        log.info("%s: already stored as image %d (%s, sample %s); not processed again",
+                 path, known["id"], known["path"], known["sample"])
+        return ImageResult(path=str(path), sample=known["sample"], status="duplicate",
+                           image_id=int(known["id"]), width=spread.width, height=spread.height)
+
+    seg = segment.segment(spread.rgb, settings.segment)
+    if not seg.crops:
+        log.info("%s: no chromosomes found (%s)", path, seg.note or "no reason given")
+    enhanced = [enhance.enhance_crop(crop, settings.enhance) for crop in seg.crops]
+    predictions = ensemble.predict(enhanced) if enhanced else []
+
+    crop_dir = settings.paths.crops / spread.sha256[:2] / spread.sha256
+    results = tuple(
+        _crop_result(crop, pred, write_crop_file(crop_dir, crop.index, image))
+        for crop, pred, image in zip(seg.crops, predictions, enhanced, strict=True)
+    )
+    image_id = store.save_image(
+        path=str(path),
+        sample=sample,
+        sha256=spread.sha256,
+        size=spread.size_bytes,
+        width=spread.width,
+        height=spread.height,
+        metaphases=seg.metaphases,
+        note=seg.note,
+        metaphase_label=metaphase_label,
+        crops=[
+            StoredCrop(r.index, r.bbox, r.metaphase, r.flags, r.file, r.prediction)
+            for r in results
+        ],
+    )
+    log.info("%s: image %d, %d crops, %d metaphase(s)", path, image_id, len(results),
+             seg.metaphases)
+    return ImageResult(path=str(path), sample=sample, status="done", image_id=image_id,
+                       width=spread.width, height=spread.height, crops=results, note=seg.note)
+
+
+def _crop_result(crop: Crop, prediction: Prediction, file: str) -> CropResult:
+    return CropResult(crop.index, crop.bbox, crop.metaphase, crop.flags, prediction, file)
+
+
+def classify_files(
+    paths: Sequence[Path], *, settings: Settings, ensemble: Ensemble, enhanced: bool
+) -> list[tuple[Path, Prediction | InputImageError]]:
+    """Classify single-chromosome crop images; raw crops are enhanced first.
+
+    A bad file gives its error in place of a prediction; the others are still classified.
+    """
+    images: list[np.ndarray] = []
+    kept: list[Path] = []
+    out: dict[Path, Prediction | InputImageError] = {}
+    for path in paths:
+        try:
+            rgb = ingest.read_spread(path, settings.ingest).rgb
+        except InputImageError as exc:
+            log.warning("skipped %s", exc)
+            out[path] = exc
+            continue
+        if not enhanced:
+            h, w = rgb.shape[:2]
+            rgb = enhance.enhance_crop(Crop(index=0, bbox=BBox(0, 0, w, h), rgb=rgb),
+                                       settings.enhance)
+        images.append(rgb)
+        kept.append(path)
+    for path, pred in zip(kept, ensemble.predict(images) if images else [], strict=True):
+        out[path] = pred
+    return [(p, out[p]) for p in paths]
