@@ -89,19 +89,59 @@ class IngestSettings(Section):
 
 
 class SegmentSettings(Section):
-    min_area: int = Field(
-        60, gt=0, description="Smallest object kept, in pixels at the reference scale (debris below)."
-    )
-    max_area: int = Field(
-        6000, gt=0, description="Largest object kept, in pixels at the reference scale (nuclei above)."
-    )
-    pad: int = Field(4, ge=0, description="Pixels of margin around each crop.")
+    """Cropping chromosomes from a spread.
 
-    @model_validator(mode="after")
-    def _area_order(self) -> SegmentSettings:
-        if self.min_area >= self.max_area:
-            raise ValueError("min_area must be smaller than max_area")
-        return self
+    Sizes are relative to the spread's own chromosomes (their typical stroke width and
+    length, measured in each image), so the defaults work across magnifications.
+    """
+
+    threshold_fraction: float = Field(
+        0.4,
+        gt=0,
+        lt=1,
+        description="A pixel belongs to an object when its darkness above the flattened "
+        "background exceeds this share of the chromosomes' typical peak darkness.",
+    )
+    noise_sigmas: float = Field(
+        6.0, gt=0, description="The threshold is never below this many background noise sigmas."
+    )
+    min_area_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Objects smaller than this share of a typical chromatid's area are debris.",
+    )
+    nucleus_widths: float = Field(
+        4.0,
+        gt=1,
+        description="Regions thicker than this many chromosome stroke widths are interphase "
+        "nuclei (or stain blotches) and are left out.",
+    )
+    pair_max_gap: float = Field(
+        2.5,
+        ge=0,
+        description="Two separated chromatids are kept as one class C object when the gap "
+        "between them is at most this many stroke widths (and they lie parallel).",
+    )
+    pair_max_angle: float = Field(
+        35.0, ge=0, le=90, description="Largest angle, in degrees, between paired chromatids."
+    )
+    touching_area: float = Field(
+        2.4,
+        gt=1,
+        description="Objects larger than this many typical chromosome areas are touching "
+        "chromosomes: split by watershed when possible, else flagged.",
+    )
+    metaphase_link: float = Field(
+        4.0,
+        gt=0,
+        description="Chromosomes closer than this many typical chromosome lengths belong to "
+        "the same metaphase.",
+    )
+    metaphase_min_chromosomes: int = Field(
+        8, ge=1, description="Fewer chromosomes than this in a cluster is not a metaphase."
+    )
+    pad: int = Field(2, ge=0, description="Pixels of margin around each crop.")
 
 
 class EnhanceSettings(Section):

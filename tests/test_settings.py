@@ -96,4 +96,4 @@ def test_generated_example_loads_back(tmp_path: Path) -> None:
 def test_config_show_lists_sources(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^enhance\.mean +=  90\.0 +# default$", out, re.M)
+    assert re.search(r"^enhance\.mean += 90\.0 +# default$", out, re.M)
