@@ -123,6 +123,14 @@ class SegmentSettings(Section):
         description="Two separated chromatids are kept as one class C object when the gap "
         "between them is at most this many stroke widths (and they lie parallel).",
     )
+    chromatid_flatness: float = Field(
+        0.64,
+        gt=0,
+        lt=1,
+        description="Only objects whose cross-section is peaked like one chromatid's (share "
+        "of pixels above 70% of the object's peak darkness at most this) are paired; two "
+        "chromatids pressed together (class A) are flatter.",
+    )
     pair_max_angle: float = Field(
         35.0, ge=0, le=90, description="Largest angle, in degrees, between paired chromatids."
     )

@@ -1,0 +1,451 @@
+"""Crop chromosomes from a Giemsa metaphase spread, keeping separated sister pairs whole.
+
+Steps, each sized by the spread's own chromosomes rather than by absolute pixel counts:
+flatten the background, threshold relative to the chromosomes' typical darkness, cut out
+interphase nuclei (regions much thicker than a chromosome), drop debris, pair separated
+sister chromatids (parallel, close, similar length) into one class C object, split touching
+chromosomes where a watershed can, flag what it cannot, and group the objects into
+metaphases (clusters of chromosomes).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from chromowatch.records import BBox, Crop, Segmentation
+from chromowatch.settings import SegmentSettings
+
+log = logging.getLogger(__name__)
+
+#: Box colours (RGB) of the overlay, by class; unlabelled crops are yellow, flagged magenta.
+CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
+    "A": (40, 170, 60),
+    "B": (30, 110, 230),
+    "C": (225, 35, 35),
+}
+UNLABELLED_COLOUR = (240, 200, 0)
+FLAGGED_COLOUR = (220, 0, 220)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What the spread's chromosomes look like: the yardstick for every size threshold."""
+
+    threshold: float  # darkness above background that makes a pixel an object's
+    stroke: float  # typical stroke width of the objects, pixels
+    peak: float  # typical darkness of chromosome cores
+
+
+@dataclass
+class Unit:
+    """One connected piece of the foreground: a chromosome, a chromatid, or a clump."""
+
+    label: int
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int
+    cx: float
+    cy: float
+    angle: float  # orientation of the major axis, radians in [0, pi)
+    length: float  # major-axis length of an equivalent rod
+    thickness: float  # area / length
+    flatness: float  # share of pixels above 70% of the peak: high for two chromatids side by side
+
+    @property
+    def elongation(self) -> float:
+        return self.length / max(self.thickness, 1e-6)
+
+
+def segment(rgb: np.ndarray, settings: SegmentSettings) -> Segmentation:
+    """Find the chromosomes of a spread, one crop each, grouped into metaphases."""
+    import cv2
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"segment expects HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
+    dark, sigma = _darkness(rgb)
+    scale = _measure(dark, sigma, settings)
+    if scale is None:
+        return _empty("no metaphase found: nothing darker than the background")
+    mask = (dark > scale.threshold).astype(np.uint8)
+    mask, nuclei = _remove_nuclei(mask, scale, settings)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    units = _units(labels, stats, n, dark)
+    units = _drop_debris(units, dark, labels, scale, settings)
+    if not units:
+        reason = "only nuclei" if nuclei else "only debris"
+        return _empty(f"no metaphase found: {reason}")
+    groups = _pair_chromatids(units, labels, scale, settings)
+    groups, flags = _split_touching(groups, units, labels, dark, scale, settings)
+    metaphase_of, count = _metaphases(groups, units, settings)
+    if count == 0:
+        why = f"{len(groups)} objects, fewer than {settings.metaphase_min_chromosomes} together"
+        return _empty(f"no metaphase found: {why}" + (" besides nuclei" if nuclei else ""))
+    crops = _crops(rgb, labels, groups, units, metaphase_of, flags, settings.pad)
+    log.debug(
+        "segmented %d crops in %d metaphases (threshold %.1f, stroke %.1f px, %d nuclei)",
+        len(crops),
+        count,
+        scale.threshold,
+        scale.stroke,
+        nuclei,
+    )
+    return Segmentation(crops=crops, metaphases=count)
+
+
+def _empty(note: str) -> Segmentation:
+    log.info("%s", note)
+    return Segmentation(crops=(), metaphases=0, note=note)
+
+
+def _darkness(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """How much darker than the local background each pixel is, and the background noise.
+
+    The darkest channel carries the stain (Giemsa absorbs green most); the background is its
+    large-scale upper envelope, so uneven illumination and exposure cancel out.
+    """
+    import cv2
+
+    r, g, b = cv2.split(rgb)
+    grey = cv2.min(cv2.min(r, g), b)
+    h, w = grey.shape
+    factor = max(1, round(max(h, w) / 180))
+    small = cv2.resize(
+        grey, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA
+    )
+    k = max(3, (max(small.shape) // 6) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    bg_small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_REPLICATE)
+    bg_small = cv2.blur(bg_small, (max(3, k // 3 | 1),) * 2)
+    background = cv2.resize(bg_small, (w, h), interpolation=cv2.INTER_LINEAR)
+    signed = background.astype(np.int16) - grey.astype(np.int16)
+    dark = cv2.GaussianBlur(np.clip(signed, 0, 255).astype(np.uint8), (3, 3), 0)
+    return dark, _noise_sigma(signed)
+
+
+def _noise_sigma(signed: np.ndarray) -> float:
+    """Background noise from the lower half of the background's peak (objects only darken)."""
+    hist = np.bincount((signed[::2, ::2].ravel() + 256).astype(np.intp), minlength=512)
+    mode = int(np.argmax(hist))
+    below = hist[: mode + 1].astype(np.float64)
+    lower = _hist_quantile(below, 0.3173)  # mode - 1 sigma on a normal curve
+    return max(1.0, float(mode - lower))
+
+
+def _hist_quantile(hist: np.ndarray, q: float) -> float:
+    cdf = np.cumsum(hist)
+    return float(np.searchsorted(cdf, q * cdf[-1]))
+
+
+def _measure(dark: np.ndarray, sigma: float, settings: SegmentSettings) -> Scale | None:
+    """Threshold and stroke width from the image itself (so exposure and zoom do not matter)."""
+    import cv2
+
+    floor = settings.noise_sigmas * sigma
+    hist = np.bincount(dark.ravel(), minlength=256).astype(np.float64)
+    hist[: int(floor) + 1] = 0
+    if hist.sum() < 50:
+        return None
+    peak = _hist_quantile(hist, 0.9)
+    threshold = max(floor, settings.threshold_fraction * peak)
+    mask = (dark > threshold).astype(np.uint8)
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist >= 1.0)
+    values = dist[ridge]
+    if values.size < 10:
+        return None
+    stroke = 2.0 * float(np.median(values))
+    return Scale(threshold=threshold, stroke=stroke, peak=peak)
+
+
+def _remove_nuclei(
+    mask: np.ndarray, scale: Scale, settings: SegmentSettings
+) -> tuple[np.ndarray, int]:
+    """Cut out regions far thicker than a chromosome (nuclei), with the rim around them.
+
+    An opening with a disk of `nucleus_widths` strokes keeps only such regions; it is done with
+    two distance transforms, which cost the same whatever the disk's size.
+    """
+    import cv2
+
+    radius = settings.nucleus_widths * scale.stroke / 2.0
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    core = (dist > radius).astype(np.uint8)
+    if not core.any():
+        return mask, 0
+    n_core, _ = cv2.connectedComponents(core, connectivity=8)
+    away = cv2.distanceTransform(1 - core, cv2.DIST_L2, 3)
+    nuclei = away <= radius + scale.stroke
+    out = mask.copy()
+    out[nuclei] = 0
+    return out, n_core - 1
+
+
+def _units(labels: np.ndarray, stats: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
+    """Area, centroid, principal axis and profile flatness of every component.
+
+    Flatness tells one chromatid (a peaked cross-section) from two pressed together (a class A
+    chromosome, flat-topped), whatever the magnification.
+    """
+    ys, xs = np.nonzero(labels)
+    lab = labels[ys, xs]
+    values = dark[ys, xs].astype(np.float64)
+    peak = np.zeros(n)
+    np.maximum.at(peak, lab, values)
+    high = np.bincount(lab, (values > 0.7 * peak[lab]).astype(np.float64), n)
+    count = np.bincount(lab, minlength=n).astype(np.float64)
+    count[0] = 1.0
+    sx = np.bincount(lab, xs, n)
+    sy = np.bincount(lab, ys, n)
+    mx, my = sx / count, sy / count
+    dx = xs - mx[lab]
+    dy = ys - my[lab]
+    cxx = np.bincount(lab, dx * dx, n) / count
+    cyy = np.bincount(lab, dy * dy, n) / count
+    cxy = np.bincount(lab, dx * dy, n) / count
+    units = []
+    for i in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        a, b, c = cxx[i], cyy[i], cxy[i]
+        spread = math.sqrt(max(0.0, (a - b) ** 2 / 4 + c * c))
+        major = (a + b) / 2 + spread
+        length = max(math.sqrt(12.0 * major), 1.0)
+        angle = (0.5 * math.atan2(2 * c, a - b)) % math.pi
+        units.append(
+            Unit(i, x, y, w, h, area, mx[i], my[i], angle, length, area / length, high[i] / area)
+        )
+    return units
+
+
+def _drop_debris(
+    units: list[Unit], dark: np.ndarray, labels: np.ndarray, scale: Scale, settings: SegmentSettings
+) -> list[Unit]:
+    """Leave out specks much smaller than the typical object, and faint smudges."""
+    if not units:
+        return units
+    stroke_area = scale.stroke * scale.stroke
+    plausible = [u.area for u in units if u.area >= 2 * stroke_area]
+    typical = float(np.median(plausible)) if plausible else 2 * stroke_area
+    min_area = max(settings.min_area_fraction * typical, stroke_area)
+    return [u for u in units if u.area >= min_area]
+
+
+def _gap(a: Unit, b: Unit, labels: np.ndarray) -> float:
+    """Shortest distance between two components' pixels."""
+    import cv2
+
+    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+    x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
+    window = labels[y0:y1, x0:x1]
+    not_a = (window != a.label).astype(np.uint8)
+    dist = cv2.distanceTransform(not_a, cv2.DIST_L2, 3)
+    return float(dist[window == b.label].min()) - 1.0
+
+
+def _pair_chromatids(
+    units: list[Unit], labels: np.ndarray, scale: Scale, settings: SegmentSettings
+) -> list[list[int]]:
+    """Group separated sister chromatids two by two; every other unit stays alone.
+
+    Sisters lie side by side: nearly parallel, of similar length and thickness, their extents
+    along the common axis overlapping, and close (in stroke widths). Best pairs are taken first,
+    each unit at most once.
+    """
+    max_gap = settings.pair_max_gap * scale.stroke
+    max_angle = math.radians(settings.pair_max_angle)
+    candidates: list[tuple[float, int, int]] = []
+    for i, a in enumerate(units):
+        for j in range(i + 1, len(units)):
+            b = units[j]
+            if (
+                b.x > a.x + a.w + max_gap
+                or a.x > b.x + b.w + max_gap
+                or b.y > a.y + a.h + max_gap
+                or a.y > b.y + b.h + max_gap
+            ):
+                continue
+            if max(a.flatness, b.flatness) > settings.chromatid_flatness:
+                continue
+            ratio = min(a.length, b.length) / max(a.length, b.length)
+            thick = min(a.thickness, b.thickness) / max(a.thickness, b.thickness)
+            if ratio < 0.5 or thick < 0.5:
+                continue
+            diff = abs(a.angle - b.angle)
+            diff = min(diff, math.pi - diff)
+            if diff > max_angle:
+                continue
+            mean_angle = _mean_angle(a.angle, b.angle)
+            ux, uy = math.cos(mean_angle), math.sin(mean_angle)
+            pa, pb = a.cx * ux + a.cy * uy, b.cx * ux + b.cy * uy
+            overlap = min(pa + a.length / 2, pb + b.length / 2) - max(
+                pa - a.length / 2, pb - b.length / 2
+            )
+            if overlap < 0.5 * min(a.length, b.length):
+                continue
+            gap = _gap(a, b, labels)
+            if gap > max_gap:
+                continue
+            score = gap / max(max_gap, 1e-6) + diff / max(max_angle, 1e-6) + (1 - ratio)
+            candidates.append((score, i, j))
+    candidates.sort()
+    used: set[int] = set()
+    groups: list[list[int]] = []
+    for _, i, j in candidates:
+        if i in used or j in used:
+            continue
+        used.update((i, j))
+        groups.append([i, j])
+    groups.extend([i] for i in range(len(units)) if i not in used)
+    return groups
+
+
+def _mean_angle(a: float, b: float) -> float:
+    """Mean of two axis orientations (angles modulo pi)."""
+    return 0.5 * math.atan2(math.sin(2 * a) + math.sin(2 * b), math.cos(2 * a) + math.cos(2 * b))
+
+
+def _split_touching(
+    groups: list[list[int]],
+    units: list[Unit],
+    labels: np.ndarray,
+    dark: np.ndarray,
+    scale: Scale,
+    settings: SegmentSettings,
+) -> tuple[list[list[int]], dict[int, frozenset[str]]]:
+    """Flag objects much larger than the typical chromosome: touching or overlapping ones."""
+    areas = [sum(units[i].area for i in g) for g in groups]
+    typical = float(np.median(areas)) if areas else 0.0
+    flags: dict[int, frozenset[str]] = {}
+    for k, area in enumerate(areas):
+        if area > settings.touching_area * typical:
+            flags[k] = frozenset({"touching"})
+    return groups, flags
+
+
+def _metaphases(
+    groups: list[list[int]], units: list[Unit], settings: SegmentSettings
+) -> tuple[list[int], int]:
+    """Cluster objects (single linkage) and number the clusters big enough to be metaphases.
+
+    Objects of too small a cluster join the nearest metaphase: stray chromosomes of a spread
+    belong to its cell. With no metaphase at all, nothing is returned.
+    """
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    centres = np.array([_group_centre(g, units) for g in groups])
+    lengths = [max(units[i].length for i in g) for g in groups]
+    link = settings.metaphase_link * float(np.median(lengths))
+    tree = cKDTree(centres)
+    graph = tree.sparse_distance_matrix(tree, link, output_type="coo_matrix")
+    n_clusters, cluster = connected_components(graph, directed=False)
+    sizes = np.bincount(cluster, minlength=n_clusters)
+    big = [c for c in range(n_clusters) if sizes[c] >= settings.metaphase_min_chromosomes]
+    if not big:
+        return [-1] * len(groups), 0
+    # Number metaphases left to right by their centre.
+    order = sorted(big, key=lambda c: float(centres[cluster == c, 0].mean()))
+    number = {c: k for k, c in enumerate(order)}
+    members = np.array([c in number for c in cluster])
+    out = []
+    big_tree = cKDTree(centres[members])
+    big_index = np.flatnonzero(members)
+    for k, c in enumerate(cluster):
+        if c in number:
+            out.append(number[c])
+        else:
+            _, nearest = big_tree.query(centres[k])
+            out.append(number[int(cluster[big_index[int(nearest)]])])
+    return out, len(order)
+
+
+def _group_centre(group: list[int], units: list[Unit]) -> tuple[float, float]:
+    area = sum(units[i].area for i in group)
+    cx = sum(units[i].cx * units[i].area for i in group) / area
+    cy = sum(units[i].cy * units[i].area for i in group) / area
+    return cx, cy
+
+
+def _crops(
+    rgb: np.ndarray,
+    labels: np.ndarray,
+    groups: list[list[int]],
+    units: list[Unit],
+    metaphase_of: list[int],
+    flags: dict[int, frozenset[str]],
+    pad: int,
+) -> tuple[Crop, ...]:
+    height, width = labels.shape
+    items = []
+    for k, group in enumerate(groups):
+        x0 = min(units[i].x for i in group)
+        y0 = min(units[i].y for i in group)
+        x1 = max(units[i].x + units[i].w for i in group)
+        y1 = max(units[i].y + units[i].h for i in group)
+        x0, y0 = max(0, x0 - pad), max(0, y0 - pad)
+        x1, y1 = min(width, x1 + pad), min(height, y1 + pad)
+        items.append((metaphase_of[k], y0, x0, x1, y1, k))
+    items.sort()
+    crops = []
+    for index, (meta, y0, x0, x1, y1, k) in enumerate(items):
+        window = labels[y0:y1, x0:x1]
+        mask = np.isin(window, [units[i].label for i in groups[k]])
+        crops.append(
+            Crop(
+                index=index,
+                bbox=BBox(x0, y0, x1 - x0, y1 - y0),
+                rgb=rgb[y0:y1, x0:x1].copy(),
+                mask=mask,
+                metaphase=meta,
+                flags=flags.get(k, frozenset()),
+            )
+        )
+    return tuple(crops)
+
+
+def draw_overlay(
+    rgb: np.ndarray, seg: Segmentation, labels: Mapping[int, str] | None = None
+) -> np.ndarray:
+    """The spread with each crop's box and metaphase number; class colours when labels given.
+
+    Flagged crops (touching, overlapping) are magenta so a reviewer finds them at a glance.
+    """
+    import cv2
+
+    out = np.ascontiguousarray(rgb.copy())
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    thickness = max(1, round(max(out.shape[:2]) / 1000))
+    font_scale = 0.35 * thickness
+    for crop in seg.crops:
+        label = labels.get(crop.index) if labels else None
+        if label in CLASS_COLOURS:
+            colour = CLASS_COLOURS[label]
+        elif crop.flags:
+            colour = FLAGGED_COLOUR
+        else:
+            colour = UNLABELLED_COLOUR
+        b = crop.bbox
+        cv2.rectangle(out, (b.x, b.y), (b.x + b.w - 1, b.y + b.h - 1), colour, thickness)
+        text = f"m{crop.metaphase + 1}" if crop.metaphase >= 0 else "m-"
+        if label:
+            text = f"{label} {text}"
+        if crop.flags:
+            text += " ?"
+        cv2.putText(
+            out,
+            text,
+            (b.x, max(8, b.y - 2)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            colour,
+            1,
+            cv2.LINE_AA,
+        )
+    return out
