@@ -41,6 +41,9 @@ SAMPLE_MIXES: tuple[tuple[str, tuple[float, float, float]], ...] = (
 # Optical density per unit darkness, RGB: measured from ddx11 (glass ~(103,102,103),
 # darkest chromatin ~(55,35,80)); green is absorbed most, blue least -> purple.
 _CHROMATIN_OD = np.array([0.60, 1.05, 0.25], dtype=np.float32)
+# Centres of two metaphases are at least this many (summed) radii apart; chromosomes reach
+# out to 1.15 * 1.1 radii (strays, and clusters are a little wider than high).
+_CLUSTER_SPACING = 1.5
 # Stain crystals look blue-black rather than purple.
 _CRYSTAL_OD = np.array([0.95, 1.05, 0.70], dtype=np.float32)
 
@@ -83,8 +86,8 @@ class _Style:
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> _Style:
-        level = rng.uniform(92.0, 110.0)
-        tint = np.array([0.0, -1.0, 1.5]) + rng.normal(0.0, 1.0, 3)
+        level = rng.uniform(94.0, 108.0)
+        tint = np.array([0.0, -0.5, 1.5]) + rng.normal(0.0, 0.7, 3)
         od = _CHROMATIN_OD * (1.0 + rng.normal(0.0, 0.05, 3))
         return cls(
             glass=(level + tint).astype(np.float32),
@@ -148,7 +151,7 @@ def _sister_paths(
         offset = offset + splay * from_centromere
         offsets = [offset, offset]
     elif cls == "C":
-        half_gap = rng.uniform(1.3, 2.8)
+        half_gap = rng.uniform(1.5, 3.0)
         offsets = [
             r + half_gap + rng.normal(0.0, 0.25) * np.sin(np.pi * u + rng.uniform(0, 6.3))
             for _ in range(2)
@@ -209,18 +212,36 @@ def render_chromosome(
     """
     import cv2
 
-    darkness = _tube_darkness(_sister_paths(rng, cls, length, width), angle, soft=0.9)
-    grain = _smooth_noise(rng, darkness.shape, rng.uniform(0.8, 1.4))
-    darkness *= rng.uniform(0.85, 1.08) * (1.0 + 0.12 * grain)
-    darkness = cv2.GaussianBlur(darkness, (0, 0), 0.5)
+    if cls not in CLASS_NAMES:
+        raise ValueError(f"unknown class {cls!r}; expected one of {CLASS_NAMES}")
+    for _ in range(12):
+        darkness = _tube_darkness(_sister_paths(rng, cls, length, width), angle, soft=0.9)
+        grain = _smooth_noise(rng, darkness.shape, rng.uniform(0.8, 1.4))
+        darkness *= rng.uniform(0.85, 1.08) * (1.0 + 0.12 * grain)
+        darkness = cv2.GaussianBlur(darkness, (0, 0), 0.5)
+        if _reads_as(cls, darkness):
+            break
     return darkness, darkness >= MASK_THRESHOLD
+
+
+def _reads_as(cls: str, darkness: np.ndarray) -> bool:
+    """Whether the drawing shows its class: A and B one blob, C two rods with a gap that
+    stays open even at half the mask threshold (so the optics blur does not close it).
+    Random bends and grain sometimes break that; the renderer then draws again."""
+    import cv2
+
+    if cls == "C":
+        rods = (darkness >= MASK_THRESHOLD / 2).astype(np.uint8)
+        return int(cv2.connectedComponents(rods, connectivity=8)[0]) - 1 == 2
+    blob = (darkness >= MASK_THRESHOLD).astype(np.uint8)
+    return int(cv2.connectedComponents(blob, connectivity=8)[0]) - 1 == 1
 
 
 def _random_chromosome(
     rng: np.random.Generator, cls: str, scale: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """A chromosome with human-karyotype-like spread of lengths (about 5:1)."""
-    length = scale * 44.0 * rng.uniform(0.3, 1.0) ** 0.9
+    length = scale * 48.0 * rng.uniform(0.35, 1.0) ** 0.9
     width = scale * rng.uniform(5.0, 6.8)
     return render_chromosome(rng, cls, length=length, width=width, angle=rng.uniform(0, 2 * np.pi))
 
@@ -340,6 +361,27 @@ def _try_touching(
         if hits is None:
             return None
         if anchor in hits:
+            return _press(canvas, piece, anchor, (top, left), (dy, dx)) or (top, left)
+    return None
+
+
+def _press(
+    canvas: _Canvas,
+    piece: _Piece,
+    anchor: int,
+    contact: tuple[int, int],
+    direction: tuple[float, float],
+) -> tuple[int, int] | None:
+    """Push a piece that just touches its anchor 1-2 px further, for a real contact rather
+    than a corner, as long as it overlaps only a sliver and meets nothing else."""
+    for step in (2.0, 1.0):
+        top = round(contact[0] - direction[0] * step)
+        left = round(contact[1] - direction[1] * step)
+        if canvas.conflicts(piece.spaced, top - GAP_PX, left - GAP_PX, allow=anchor) != set():
+            continue
+        h, w = piece.mask.shape
+        under = canvas.labels[top : top + h, left : left + w][piece.mask]
+        if np.count_nonzero(under == anchor) <= 0.08 * under.size:
             return top, left
     return None
 
@@ -361,7 +403,8 @@ def _place_cluster(
     placed: list[tuple[int, str, bool]] = []  # (label, cls, touching)
 
     def spot() -> tuple[float, float]:
-        far = radius * (rng.uniform(1.0, 1.25) if rng.random() < 0.05 else math.sqrt(rng.random()))
+        stray = rng.random() < 0.05
+        far = radius * (rng.uniform(1.0, 1.15) if stray else math.sqrt(rng.random()))
         theta = rng.uniform(0, 2 * np.pi)
         return centre[0] + far * math.sin(theta), centre[1] + far * math.cos(theta) * 1.1
 
@@ -447,7 +490,7 @@ def _place_nuclei(
             cy = rng.uniform(-0.4 * radius, canvas.height + 0.4 * radius)
             cx = rng.uniform(-0.4 * radius, canvas.width + 0.4 * radius)
             clear = all(
-                math.hypot(cy - y, cx - x) > r * 1.25 + radius + 20 for (y, x), r in clusters
+                math.hypot(cy - y, cx - x) > r * 1.3 + radius + 20 for (y, x), r in clusters
             ) and all(math.hypot(cy - y, cx - x) > 0.9 * (r + radius) for y, x, r in centres)
             if clear:
                 break
@@ -553,6 +596,41 @@ def _colourise(
 # --------------------------------------------------------------------------- public
 
 
+def _cluster_layout(
+    rng: np.random.Generator, counts: list[int], scale: float, height: int, width: int
+) -> list[tuple[tuple[float, float], float]]:
+    """Centre and radius of each metaphase, far enough apart that clusters never mingle.
+
+    A cluster may reach past the frame (its outer chromosomes are then simply not drawn);
+    when the best of many tries is still too close, it is taken anyway and logged, so the
+    caller always gets as many metaphases as it asked for."""
+    clusters: list[tuple[tuple[float, float], float]] = []
+    for count in counts:
+        radius = scale * 24.0 * math.sqrt(max(count, 1)) * rng.uniform(0.9, 1.15)
+        radius = min(radius, 0.45 * min(width, height))
+        best: tuple[float, tuple[float, float]] = (-math.inf, (height / 2, width / 2))
+        for attempt in range(300):
+            if attempt and attempt % 100 == 0:
+                radius *= 0.85  # big clusters may not fit side by side: crowd them
+            margin = min(radius * 0.8, 0.45 * min(width, height))
+            cy, cx = rng.uniform(margin, height - margin), rng.uniform(margin, width - margin)
+            slack = min(
+                (
+                    math.hypot(cy - y, cx - x) - _CLUSTER_SPACING * (radius + r) - 40.0
+                    for (y, x), r in clusters
+                ),
+                default=math.inf,
+            )
+            if slack > best[0]:
+                best = (slack, (cy, cx))
+            if slack >= 0:
+                break
+        if best[0] < 0:
+            logger.debug("metaphases crowd each other in a %dx%d spread", width, height)
+        clusters.append((best[1], radius))
+    return clusters
+
+
 def generate_spread(
     rng: np.random.Generator,
     *,
@@ -577,22 +655,7 @@ def generate_spread(
     canvas = _Canvas(height, width)
 
     counts = [int(rng.integers(chromosomes[0], chromosomes[1] + 1)) for _ in range(metaphases)]
-    clusters: list[tuple[tuple[float, float], float]] = []
-    for count in counts:
-        radius = style.scale * 24.0 * math.sqrt(max(count, 1)) * rng.uniform(0.9, 1.15)
-        radius = min(radius, 0.5 * min(width, height) / 1.3 - 10)
-        for attempt in range(200):
-            if attempt and attempt % 50 == 0:
-                radius *= 0.85  # two big clusters may not fit side by side: crowd them
-            margin = radius * 1.3 + 10
-            cy = rng.uniform(margin, height - margin) if height > 2 * margin else height / 2
-            cx = rng.uniform(margin, width - margin) if width > 2 * margin else width / 2
-            if all(math.hypot(cy - y, cx - x) > 1.35 * (radius + r) + 40 for (y, x), r in clusters):
-                break
-        else:
-            logger.debug("no room for another metaphase in a %dx%d spread", width, height)
-            break
-        clusters.append(((cy, cx), radius))
+    clusters = _cluster_layout(rng, counts, style.scale, height, width)
 
     nucleus_count = int(rng.integers(2, 8)) if nuclei is None else nuclei
     nucleus_boxes = _place_nuclei(rng, canvas, style, nucleus_count, clusters)
