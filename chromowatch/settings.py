@@ -155,7 +155,9 @@ class SegmentSettings(Section):
 class EnhanceSettings(Section):
     """The enhancement of Matsumoto et al. 2025, step 2; defaults are the paper's values."""
 
-    mean: float = Field(90.0, ge=0, le=255, description="Target pixel mean before contrast stretch.")
+    mean: float = Field(
+        90.0, ge=0, le=255, description="Target pixel mean before contrast stretch."
+    )
     std: float = Field(16.0, gt=0, le=128, description="Target pixel standard deviation.")
     alpha: float = Field(3.0, gt=0, description="Contrast gain: dst = alpha*src + beta.")
     beta: float = Field(30.0, description="Brightness offset: dst = alpha*src + beta.")
@@ -166,6 +168,12 @@ class EnhanceSettings(Section):
         le=1,
         description="Objects touching the crop's edge and smaller than this share of its area "
         "are erased to white.",
+    )
+    mask_margin: int = Field(
+        2,
+        ge=0,
+        description="Pixels kept around the crop's own object; anything farther away (parts of "
+        "neighbouring chromosomes) is painted with the crop's background before enhancing.",
     )
 
 

@@ -1,0 +1,108 @@
+"""Enhancement: each step of the paper's step 2 on small arrays with known outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chromowatch.enhance import (
+    enhance_crop,
+    erase_edge_objects,
+    gamma,
+    linear,
+    normalise_mean_std,
+    paint_outside_mask,
+)
+from chromowatch.records import BBox, Crop
+from chromowatch.settings import EnhanceSettings
+
+
+def test_normalise_sets_mean_and_std() -> None:
+    # mean 1, std 1 -> mean 90, std 16
+    out = normalise_mean_std(np.array([[0, 2]], dtype=np.uint8), 90.0, 16.0)
+    assert out.tolist() == [[74, 106]]
+    assert out.dtype == np.uint8
+
+
+def test_normalise_keeps_channels_together_and_clips() -> None:
+    img = np.array([[[0, 0, 0], [0, 0, 0]], [[200, 200, 200], [200, 200, 200]]], np.uint8)
+    out = normalise_mean_std(img, 250.0, 100.0)
+    assert out[0, 0].tolist() == [150, 150, 150]
+    assert out[1, 0].tolist() == [255, 255, 255]  # 350 saturates
+
+
+def test_normalise_flat_image_becomes_the_mean() -> None:
+    out = normalise_mean_std(np.full((3, 3), 7, np.uint8), 90.0, 16.0)
+    assert (out == 90).all()
+
+
+def test_linear_saturates() -> None:
+    out = linear(np.array([[0, 50, 100]], np.uint8), 3.0, 30.0)
+    assert out.tolist() == [[30, 180, 255]]
+
+
+def test_gamma_three() -> None:
+    out = gamma(np.array([[0, 128, 255]], np.uint8), 3.0)
+    # (128/255)^3 * 255 = 32.25
+    assert out.tolist() == [[0, 32, 255]]
+
+
+def test_gamma_one_is_identity() -> None:
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert (gamma(img, 1.0) == img).all()
+
+
+def test_erase_edge_objects_removes_small_edge_pieces_only() -> None:
+    img = np.full((10, 10), 255, np.uint8)
+    img[0:2, 0:2] = 0  # 4 px at the corner: under 8% of 100 px -> erased
+    img[4:7, 4:7] = 0  # in the middle: kept whatever its size
+    img[0:3, 6:10] = 0  # 12 px at the edge: not small -> kept
+    out = erase_edge_objects(np.repeat(img[:, :, None], 3, axis=2), 0.08)
+    grey = out[:, :, 0]
+    assert (grey[0:2, 0:2] == 255).all()
+    assert (grey[4:7, 4:7] == 0).all()
+    assert (grey[0:3, 6:10] == 0).all()
+
+
+def test_erase_edge_objects_leaves_a_flat_image() -> None:
+    img = np.full((5, 5, 3), 255, np.uint8)
+    assert (erase_edge_objects(img, 0.08) == 255).all()
+
+
+def test_paint_outside_mask_uses_the_background_level() -> None:
+    img = np.full((7, 7), 100, np.uint8)
+    img[3, 3] = 10  # the object
+    img[0, 6] = 20  # a neighbour's tip
+    mask = np.zeros((7, 7), bool)
+    mask[3, 3] = True
+    out = paint_outside_mask(img, mask, margin=1)
+    assert out[3, 3] == 10
+    assert out[0, 6] == 100
+    with pytest.raises(ValueError):
+        paint_outside_mask(img, mask[:3], margin=1)
+
+
+def _rod_crop(with_neighbour: bool) -> Crop:
+    rgb = np.full((40, 30, 3), (100, 98, 100), np.uint8)
+    rgb[8:32, 12:18] = (70, 30, 90)  # a purple rod
+    mask = np.zeros((40, 30), bool)
+    mask[8:32, 12:18] = True
+    if with_neighbour:
+        rgb[0:6, 0:5] = (70, 30, 90)  # a neighbour's arm in the corner
+    return Crop(index=0, bbox=BBox(0, 0, 30, 40), rgb=rgb, mask=mask)
+
+
+def test_enhance_crop_white_background_dark_object_no_neighbour() -> None:
+    out = enhance_crop(_rod_crop(with_neighbour=True), EnhanceSettings())
+    assert out.shape == (40, 30, 3) and out.dtype == np.uint8
+    assert (out[0:6, 0:5] == 255).all()  # the neighbour is gone
+    assert (out[35:, :] == 255).all()  # glass is white
+    assert out[20, 14].mean() < 200  # the chromosome stays dark
+
+
+def test_enhance_crop_without_mask_erases_the_small_edge_piece() -> None:
+    crop = _rod_crop(with_neighbour=True)
+    bare = Crop(index=0, bbox=crop.bbox, rgb=crop.rgb)
+    out = enhance_crop(bare, EnhanceSettings())
+    assert (out[0:6, 0:5] == 255).all()  # 30 px < 8% of 1200 px, touching the edge
+    assert out[20, 14].mean() < 200
