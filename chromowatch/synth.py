@@ -92,7 +92,7 @@ class _Style:
         return cls(
             glass=(level + tint).astype(np.float32),
             chromatin_od=od.astype(np.float32),
-            stain=float(rng.uniform(0.8, 1.25)),
+            stain=float(rng.uniform(0.9, 1.35)),
             noise=float(rng.uniform(0.6, 1.6)),
             blur=float(rng.uniform(0.8, 1.3)),
             scale=float(rng.uniform(0.9, 1.1)),
@@ -242,7 +242,7 @@ def _random_chromosome(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A chromosome with human-karyotype-like spread of lengths (about 5:1)."""
     length = scale * 48.0 * rng.uniform(0.35, 1.0) ** 0.9
-    width = scale * rng.uniform(5.0, 6.8)
+    width = scale * rng.uniform(5.5, 7.8)
     return render_chromosome(rng, cls, length=length, width=width, angle=rng.uniform(0, 2 * np.pi))
 
 
@@ -463,10 +463,10 @@ def _nucleus(rng: np.random.Generator, radius: float) -> np.ndarray:
         + 0.02 * np.sin(3 * theta + rng.uniform(0, 6.3))
     )
     speckle = _smooth_noise(rng, r.shape, 1.2)
-    rim = np.clip(0.5 + (outline - r) / (2 * edge) + 0.18 * speckle, 0.0, 1.0)
+    rim = np.clip(0.5 + (outline - r) / (2 * edge) + 0.1 * speckle, 0.0, 1.0)
     mottle = _smooth_noise(rng, r.shape, rng.uniform(6.0, 12.0))
     core = 1.0 - 0.25 * (r / radius) ** 2
-    darkness = rim * rng.uniform(0.65, 0.9) * core * (1.0 + 0.12 * speckle + 0.15 * mottle)
+    darkness = rim * rng.uniform(0.75, 0.95) * core * (1.0 + 0.12 * speckle + 0.15 * mottle)
     for _ in range(int(rng.integers(0, 5))):  # chromocentres / nucleoli-like blotches
         by, bx = rng.normal(0.0, radius * 0.35, 2)
         size = rng.uniform(4.0, 10.0)
@@ -485,7 +485,7 @@ def _place_nuclei(
     boxes: list[BBox] = []
     centres: list[tuple[float, float, float]] = []
     for _ in range(count):
-        radius = style.scale * rng.uniform(70.0, 105.0)
+        radius = style.scale * rng.uniform(80.0, 112.0)
         for _ in range(30):
             cy = rng.uniform(-0.4 * radius, canvas.height + 0.4 * radius)
             cx = rng.uniform(-0.4 * radius, canvas.width + 0.4 * radius)
@@ -650,6 +650,11 @@ def generate_spread(
     weights = np.asarray(class_weights, dtype=float)
     if weights.shape != (3,) or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"class_weights must be three non-negative numbers, got {class_weights}")
+    if metaphases < 0 or not 0 <= chromosomes[0] <= chromosomes[1]:
+        raise ValueError(
+            f"need metaphases >= 0 and 0 <= low <= high chromosomes, got {metaphases}, "
+            f"{chromosomes}"
+        )
     weights = weights / weights.sum()
     style = _Style.draw(rng)
     canvas = _Canvas(height, width)

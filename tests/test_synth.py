@@ -114,6 +114,13 @@ def test_touching_flag_matches_masks(crowded: SynthSpread) -> None:
     assert touching >= 4
 
 
+def test_bad_arguments_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="class_weights"):
+        _spread(0, class_weights=(0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="chromosomes"):
+        _spread(0, chromosomes=(50, 40))
+
+
 def test_no_touching_when_not_asked() -> None:
     assert not any(o.touching for o in _spread(5, touching_fraction=0.0).objects)
 
