@@ -75,14 +75,16 @@ def segment(rgb: np.ndarray, settings: SegmentSettings) -> Segmentation:
         return _empty("no metaphase found: nothing darker than the background")
     mask = (dark > scale.threshold).astype(np.uint8)
     mask, nuclei = _remove_nuclei(mask, scale, settings)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    units = _units(labels, stats, n, dark)
-    units = _drop_debris(units, dark, labels, scale, settings)
+    n, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+    units = _drop_debris(_units(labels, n, dark), scale, settings)
     if not units:
         reason = "only nuclei" if nuclei else "only debris"
         return _empty(f"no metaphase found: {reason}")
+    units, touching = _split_touching(units, labels, dark, scale, settings)
     groups = _pair_chromatids(units, labels, scale, settings)
-    groups, flags = _split_touching(groups, units, labels, dark, scale, settings)
+    flags = {
+        k: frozenset({"touching"}) for k, g in enumerate(groups) if any(i in touching for i in g)
+    }
     metaphase_of, count = _metaphases(groups, units, settings)
     if count == 0:
         why = f"{len(groups)} objects, fewer than {settings.metaphase_min_chromosomes} together"
@@ -187,20 +189,21 @@ def _remove_nuclei(
     return out, n_core - 1
 
 
-def _units(labels: np.ndarray, stats: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
-    """Area, centroid, principal axis and profile flatness of every component.
+def _units(labels: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
+    """Area, box, centroid, principal axis and profile flatness of labels 1..n-1.
 
     Flatness tells one chromatid (a peaked cross-section) from two pressed together (a class A
     chromosome, flat-topped), whatever the magnification.
     """
+    from scipy import ndimage
+
     ys, xs = np.nonzero(labels)
     lab = labels[ys, xs]
     values = dark[ys, xs].astype(np.float64)
-    peak = np.zeros(n)
-    np.maximum.at(peak, lab, values)
+    index = np.arange(n)
+    peak = np.asarray(ndimage.maximum(dark, labels, index), dtype=np.float64)
     high = np.bincount(lab, (values > 0.7 * peak[lab]).astype(np.float64), n)
-    count = np.bincount(lab, minlength=n).astype(np.float64)
-    count[0] = 1.0
+    count = np.maximum(np.bincount(lab, minlength=n).astype(np.float64), 1.0)
     sx = np.bincount(lab, xs, n)
     sy = np.bincount(lab, ys, n)
     mx, my = sx / count, sy / count
@@ -210,28 +213,45 @@ def _units(labels: np.ndarray, stats: np.ndarray, n: int, dark: np.ndarray) -> l
     cyy = np.bincount(lab, dy * dy, n) / count
     cxy = np.bincount(lab, dx * dy, n) / count
     units = []
-    for i in range(1, n):
-        x, y, w, h, area = (int(v) for v in stats[i])
+    for i, window in enumerate(ndimage.find_objects(labels, max_label=n - 1), start=1):
+        if window is None:
+            continue
+        rows, cols = window
+        area = int(count[i])
         a, b, c = cxx[i], cyy[i], cxy[i]
         spread = math.sqrt(max(0.0, (a - b) ** 2 / 4 + c * c))
-        major = (a + b) / 2 + spread
-        length = max(math.sqrt(12.0 * major), 1.0)
+        length = max(math.sqrt(12.0 * ((a + b) / 2 + spread)), 1.0)
         angle = (0.5 * math.atan2(2 * c, a - b)) % math.pi
         units.append(
-            Unit(i, x, y, w, h, area, mx[i], my[i], angle, length, area / length, high[i] / area)
+            Unit(
+                i,
+                cols.start,
+                rows.start,
+                cols.stop - cols.start,
+                rows.stop - rows.start,
+                area,
+                mx[i],
+                my[i],
+                angle,
+                length,
+                area / length,
+                high[i] / area,
+            )
         )
     return units
 
 
-def _drop_debris(
-    units: list[Unit], dark: np.ndarray, labels: np.ndarray, scale: Scale, settings: SegmentSettings
-) -> list[Unit]:
-    """Leave out specks much smaller than the typical object, and faint smudges."""
+def _typical_area(units: list[Unit]) -> float:
+    return float(np.median([u.area for u in units])) if units else 0.0
+
+
+def _drop_debris(units: list[Unit], scale: Scale, settings: SegmentSettings) -> list[Unit]:
+    """Leave out specks much smaller than the typical object."""
     if not units:
         return units
     stroke_area = scale.stroke * scale.stroke
-    plausible = [u.area for u in units if u.area >= 2 * stroke_area]
-    typical = float(np.median(plausible)) if plausible else 2 * stroke_area
+    plausible = [u for u in units if u.area >= 2 * stroke_area]
+    typical = _typical_area(plausible) if plausible else 2 * stroke_area
     min_area = max(settings.min_area_fraction * typical, stroke_area)
     return [u for u in units if u.area >= min_area]
 
@@ -253,46 +273,55 @@ def _pair_chromatids(
 ) -> list[list[int]]:
     """Group separated sister chromatids two by two; every other unit stays alone.
 
-    Sisters lie side by side: nearly parallel, of similar length and thickness, their extents
-    along the common axis overlapping, and close (in stroke widths). Best pairs are taken first,
-    each unit at most once.
+    Sisters are each other's nearest neighbour, both peaked like a single chromatid, of
+    nearly the same length and area, roughly parallel, side by side rather than end to end,
+    and close (the gap measured in their own thickness). Best pairs are taken first.
     """
-    max_gap = settings.pair_max_gap * scale.stroke
     max_angle = math.radians(settings.pair_max_angle)
-    candidates: list[tuple[float, int, int]] = []
+    reach = settings.pair_max_gap * scale.stroke
+    gaps: dict[tuple[int, int], float] = {}
+    nearest: dict[int, tuple[float, int]] = {}
     for i, a in enumerate(units):
         for j in range(i + 1, len(units)):
             b = units[j]
             if (
-                b.x > a.x + a.w + max_gap
-                or a.x > b.x + b.w + max_gap
-                or b.y > a.y + a.h + max_gap
-                or a.y > b.y + b.h + max_gap
+                b.x > a.x + a.w + reach
+                or a.x > b.x + b.w + reach
+                or b.y > a.y + a.h + reach
+                or a.y > b.y + b.h + reach
             ):
                 continue
-            if max(a.flatness, b.flatness) > settings.chromatid_flatness:
-                continue
-            ratio = min(a.length, b.length) / max(a.length, b.length)
-            thick = min(a.thickness, b.thickness) / max(a.thickness, b.thickness)
-            if ratio < 0.5 or thick < 0.5:
-                continue
-            diff = abs(a.angle - b.angle)
-            diff = min(diff, math.pi - diff)
-            if diff > max_angle:
-                continue
-            mean_angle = _mean_angle(a.angle, b.angle)
-            ux, uy = math.cos(mean_angle), math.sin(mean_angle)
-            pa, pb = a.cx * ux + a.cy * uy, b.cx * ux + b.cy * uy
-            overlap = min(pa + a.length / 2, pb + b.length / 2) - max(
-                pa - a.length / 2, pb - b.length / 2
-            )
-            if overlap < 0.5 * min(a.length, b.length):
-                continue
             gap = _gap(a, b, labels)
-            if gap > max_gap:
-                continue
-            score = gap / max(max_gap, 1e-6) + diff / max(max_angle, 1e-6) + (1 - ratio)
-            candidates.append((score, i, j))
+            gaps[(i, j)] = gap
+            if gap < nearest.get(i, (math.inf, -1))[0]:
+                nearest[i] = (gap, j)
+            if gap < nearest.get(j, (math.inf, -1))[0]:
+                nearest[j] = (gap, i)
+    candidates: list[tuple[float, int, int]] = []
+    for (i, j), gap in gaps.items():
+        if nearest[i][1] != j or nearest[j][1] != i:
+            continue
+        a, b = units[i], units[j]
+        if max(a.flatness, b.flatness) > settings.chromatid_flatness:
+            continue
+        if gap > settings.pair_max_gap * (a.thickness + b.thickness) / 2:
+            continue
+        ratio = min(a.length, b.length) / max(a.length, b.length)
+        area_ratio = min(a.area, b.area) / max(a.area, b.area)
+        if ratio < 0.65 or area_ratio < 0.6:
+            continue
+        diff = abs(a.angle - b.angle)
+        diff = min(diff, math.pi - diff)
+        if diff > max_angle:
+            continue
+        mean_angle = _mean_angle(a.angle, b.angle)
+        ux, uy = math.cos(mean_angle), math.sin(mean_angle)
+        pa, pb = a.cx * ux + a.cy * uy, b.cx * ux + b.cy * uy
+        half_a, half_b = a.length / 2, b.length / 2
+        overlap = min(pa + half_a, pb + half_b) - max(pa - half_a, pb - half_b)
+        if overlap < 0.3 * min(a.length, b.length):
+            continue
+        candidates.append((gap / max(a.thickness, 1.0) + diff + (1 - ratio), i, j))
     candidates.sort()
     used: set[int] = set()
     groups: list[list[int]] = []
@@ -311,21 +340,90 @@ def _mean_angle(a: float, b: float) -> float:
 
 
 def _split_touching(
-    groups: list[list[int]],
     units: list[Unit],
     labels: np.ndarray,
     dark: np.ndarray,
     scale: Scale,
     settings: SegmentSettings,
-) -> tuple[list[list[int]], dict[int, frozenset[str]]]:
-    """Flag objects much larger than the typical chromosome: touching or overlapping ones."""
-    areas = [sum(units[i].area for i in g) for g in groups]
-    typical = float(np.median(areas)) if areas else 0.0
-    flags: dict[int, frozenset[str]] = {}
-    for k, area in enumerate(areas):
-        if area > settings.touching_area * typical:
-            flags[k] = frozenset({"touching"})
-    return groups, flags
+) -> tuple[list[Unit], set[int]]:
+    """Split objects much larger than typical where a higher threshold separates them.
+
+    Touching chromosomes meet in a fainter seam: raising the threshold inside the object, in
+    steps, finds the level where it falls apart into substantial pieces; a watershed from
+    those pieces then shares the object's pixels out, so each piece keeps its full outline.
+    Objects no level separates are returned as touching (indices into the new unit list).
+    `labels` is updated in place.
+    """
+    typical = _typical_area(units)
+    next_label = int(labels.max()) + 1
+    out: list[Unit] = []
+    touching_labels: set[int] = set()
+    queue = list(units)
+    while queue:
+        unit = queue.pop()
+        if unit.area <= settings.touching_area * typical / 1.5:
+            out.append(unit)
+            continue
+        pieces = _watershed_split(unit, labels, dark, scale, 0.3 * typical, next_label)
+        if not pieces:
+            if unit.area > settings.touching_area * typical:
+                touching_labels.add(unit.label)
+            out.append(unit)
+            continue
+        next_label = max(pieces) + 1
+        window = labels[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
+        values = dark[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
+        local = np.where(np.isin(window, pieces), window - (pieces[0] - 1), 0)
+        for piece in _units(local, len(pieces) + 1, values):
+            piece.label += pieces[0] - 1
+            piece.x += unit.x
+            piece.y += unit.y
+            piece.cx += unit.x
+            piece.cy += unit.y
+            queue.append(piece)
+    touching = {k for k, u in enumerate(out) if u.label in touching_labels}
+    return out, touching
+
+
+def _watershed_split(
+    unit: Unit,
+    labels: np.ndarray,
+    dark: np.ndarray,
+    scale: Scale,
+    min_piece: float,
+    first_label: int,
+) -> list[int]:
+    """Try rising thresholds inside one object; on success relabel its pixels, return labels."""
+    import cv2
+
+    y0, x0 = unit.y, unit.x
+    window = labels[y0 : y0 + unit.h, x0 : x0 + unit.w]
+    own = window == unit.label
+    values = dark[y0 : y0 + unit.h, x0 : x0 + unit.w]
+    step = 0.05 * scale.peak
+    level = scale.threshold + step
+    while level < 0.85 * scale.peak:
+        seeds = ((values > level) & own).astype(np.uint8)
+        n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(seeds, connectivity=8)
+        big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_piece]
+        if len(big) >= 2:
+            markers = np.zeros(own.shape, np.int32)
+            for k, i in enumerate(big, start=1):
+                markers[seed_labels == i] = k
+            markers[~own] = len(big) + 1
+            relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
+            cv2.watershed(relief, markers)
+            new = []
+            for k in range(1, len(big) + 1):
+                piece = (markers == k) & own
+                window[piece] = first_label + k - 1
+                new.append(first_label + k - 1)
+            window[own & (markers == -1)] = 0
+            return new
+        if not big:
+            return []
+        level += step
+    return []
 
 
 def _metaphases(

@@ -118,13 +118,13 @@ class SegmentSettings(Section):
         "nuclei (or stain blotches) and are left out.",
     )
     pair_max_gap: float = Field(
-        2.5,
+        1.5,
         ge=0,
         description="Two separated chromatids are kept as one class C object when the gap "
-        "between them is at most this many stroke widths (and they lie parallel).",
+        "between them is at most this many of their own thicknesses (and they lie parallel).",
     )
     chromatid_flatness: float = Field(
-        0.64,
+        0.6,
         gt=0,
         lt=1,
         description="Only objects whose cross-section is peaked like one chromatid's (share "
