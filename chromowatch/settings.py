@@ -201,6 +201,168 @@ class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
 
+class WatchSettings(Section):
+    """The export folders `chromowatch run` watches, and when a file counts as written."""
+
+    roots: list[Path] = Field(
+        [], description="Folders to watch, recursively. Empty: <data_dir>/inbox."
+    )
+    mode: Literal["native", "polling"] = Field(
+        "native",
+        description="native: the OS's file events (local disks); polling: compare directory "
+        "listings (NFS and SMB shares send no events).",
+    )
+    poll_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between listings in polling mode."
+    )
+    stable_s: float = Field(
+        5.0, gt=0, description="A file is taken once its size and mtime are unchanged this long."
+    )
+    closed_stable_s: float = Field(
+        1.0,
+        gt=0,
+        description="Shorter wait after a close-after-write or moved-in event (local disks).",
+    )
+    rescan_interval_s: float = Field(
+        300.0, gt=0, description="Full rescan of every folder, in every mode (a safety net)."
+    )
+    health_interval_s: float = Field(
+        5.0, gt=0, description="How often each folder is checked for being online and readable."
+    )
+    expect_mount: bool = Field(
+        False,
+        description="The folders are mount points: one that is not mounted is offline, "
+        "not empty.",
+    )
+    ignore_patterns: list[str] = Field(
+        [],
+        description="More file or folder names to ignore (shell patterns), besides hidden, "
+        "temporary and partial-download names (.*, ~*, *~, *.part, *.tmp, *.crdownload, "
+        "*.partial, *.swp, Thumbs.db, desktop.ini, @eaDir).",
+    )
+
+
+class SamplesSettings(Section):
+    """Which sample a file belongs to, and when a sample is complete."""
+
+    pattern: str = Field(
+        r"^(?P<sample>[^/]+)/",
+        description="Regular expression on the path below the watch root ('/' separated); "
+        "group 'sample' names the sample, optional groups 'slide' and 'metaphase' label "
+        "the image. Default: the first folder below the root is the sample.",
+    )
+    unmatched: str = Field(
+        "unsorted",
+        description='Sample for files the pattern does not match; "" leaves them unprocessed.',
+    )
+    markers: list[str] = Field(
+        ["DONE"], description="A file with one of these names completes its sample."
+    )
+    quiet_period_s: float = Field(
+        43200.0,
+        ge=0,
+        description="A sample with no new file for this long is complete; 0: never by time.",
+    )
+
+    @model_validator(mode="after")
+    def _pattern_names_a_sample(self) -> SamplesSettings:
+        import re
+
+        try:
+            compiled = re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if "sample" not in compiled.groupindex:
+            raise ValueError("the pattern needs a named group (?P<sample>...)")
+        return self
+
+
+class DaemonSettings(Section):
+    """Workers, retries and shutdown of `chromowatch run`."""
+
+    workers: int = Field(
+        0, ge=0, description="Processes that decode, segment and enhance; 0: CPU cores - 1 (min 1)."
+    )
+    task_timeout_s: float = Field(
+        300.0, gt=0, description="A file taking longer than this in a worker is abandoned "
+        "and the worker replaced."
+    )
+    queue_size: int = Field(
+        8, ge=1, description="Prepared images waiting for the classifier (bounds memory)."
+    )
+    batch_linger_s: float = Field(
+        0.05, ge=0, description="How long the classifier waits to fill a batch across images."
+    )
+    max_attempts: int = Field(
+        4, ge=1, description="Tries per file before it is quarantined with its reason."
+    )
+    retry_backoff_s: float = Field(
+        30.0, gt=0, description="Wait before the first retry; doubles with each attempt."
+    )
+    retry_backoff_max_s: float = Field(3600.0, gt=0, description="Longest wait between retries.")
+    stop_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="On SIGTERM/SIGINT, files in flight get this long to finish; the rest "
+        "are rolled back and redone at the next start.",
+    )
+    model_check_s: float = Field(
+        10.0, gt=0, description="How often the current model pointer is checked for a promotion."
+    )
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="How often the daemon writes its state for `chromowatch status`."
+    )
+
+
+class ScheduleSettings(Section):
+    """Nightly retraining (the `train` command, run as a subprocess)."""
+
+    retrain: bool = Field(True, description="Run retraining on the schedule below.")
+    retrain_cron: str = Field(
+        "0 2 * * *", description="When to retrain: a cron expression (minute hour day month dow)."
+    )
+    timezone: str = Field(
+        "", description='Time zone of retrain_cron, e.g. "Europe/Berlin"; "": the machine\'s.'
+    )
+    misfire_grace_hours: float = Field(
+        6.0, gt=0, description="A run missed (daemon down, machine asleep) by up to this long "
+        "still happens; older misses are caught up once at start."
+    )
+    catch_up: bool = Field(True, description="At start, run a retraining missed while stopped.")
+    retrain_command: list[str] = Field(
+        [],
+        description="The retraining command; empty: this Python running `-m chromowatch train` "
+        "with the daemon's configuration.",
+    )
+    retrain_timeout_hours: float = Field(
+        8.0, gt=0, description="A retraining running longer than this is stopped."
+    )
+    retrain_nice: int = Field(
+        10, ge=0, le=19, description="CPU niceness of retraining, so live processing goes first."
+    )
+
+    @model_validator(mode="after")
+    def _cron_and_zone_are_valid(self) -> ScheduleSettings:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(self.retrain_cron, timezone=self.timezone or None)
+        except Exception as exc:  # apscheduler raises ValueError, zoneinfo its own errors
+            raise ValueError(f"invalid retrain_cron or timezone: {exc}") from None
+        return self
+
+
+class MetricsSettings(Section):
+    """Prometheus metrics of the daemon; off unless a port or a file is set."""
+
+    port: int = Field(0, ge=0, le=65535, description="Serve /metrics on this port; 0: off.")
+    host: str = Field("127.0.0.1", description="Address the metrics port listens on.")
+    textfile: Path | None = Field(
+        None, description="Also write the metrics to this file (node_exporter textfile collector)."
+    )
+    interval_s: float = Field(15.0, gt=0, description="How often the metrics file is rewritten.")
+
+
 class Settings(BaseSettings):
     """All of chromowatch's settings; passed down as one object."""
 
@@ -218,6 +380,11 @@ class Settings(BaseSettings):
     classify: ClassifySettings = Field(default_factory=ClassifySettings)  # type: ignore[arg-type]
     models: ModelsSettings = Field(default_factory=ModelsSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
+    watch: WatchSettings = Field(default_factory=WatchSettings)  # type: ignore[arg-type]
+    samples: SamplesSettings = Field(default_factory=SamplesSettings)  # type: ignore[arg-type]
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)  # type: ignore[arg-type]
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

@@ -81,6 +81,60 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX labels_crop ON labels(crop_id);
     """,
+    # 2: the daemon's ledger of watched files, sample completion, its own state and jobs.
+    """
+    CREATE TABLE watched_files (
+        id              INTEGER PRIMARY KEY,
+        path            TEXT NOT NULL UNIQUE,
+        root            TEXT NOT NULL,
+        sample          TEXT NOT NULL,
+        metaphase       TEXT,
+        size            INTEGER,
+        mtime           REAL,
+        sha256          TEXT,
+        state           TEXT NOT NULL CHECK (state IN
+                          ('seen', 'stable', 'processing', 'done', 'failed', 'quarantined')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        next_attempt_at REAL,
+        image_id        INTEGER,
+        duplicate       INTEGER NOT NULL DEFAULT 0,
+        crops           INTEGER,
+        first_seen_at   REAL NOT NULL,
+        stable_at       REAL,
+        started_at      REAL,
+        finished_at     REAL,
+        updated_at      REAL NOT NULL
+    );
+    CREATE INDEX watched_files_state ON watched_files(state, id);
+    CREATE INDEX watched_files_sample ON watched_files(sample, state);
+    CREATE INDEX watched_files_finished ON watched_files(finished_at);
+    CREATE TABLE sample_state (
+        name          TEXT PRIMARY KEY,
+        last_file_at  REAL,
+        closed_at     REAL,
+        close_reason  TEXT,
+        completed_at  REAL,
+        hook_state    TEXT,
+        hook_error    TEXT
+    );
+    CREATE TABLE daemon_state (
+        id            INTEGER PRIMARY KEY CHECK (id = 1),
+        pid           INTEGER NOT NULL,
+        started_at    REAL NOT NULL,
+        heartbeat_at  REAL NOT NULL,
+        stopped_at    REAL,
+        info          TEXT NOT NULL
+    );
+    CREATE TABLE job_runs (
+        name          TEXT PRIMARY KEY,
+        last_started_at  REAL,
+        last_finished_at REAL,
+        last_success_at  REAL,
+        last_status   TEXT,
+        last_error    TEXT
+    );
+    """,
 )
 
 
@@ -358,3 +412,255 @@ class Store:
                 )
             )
         return out
+
+    # -- daemon: ledger of watched files (logic in ledger.py) -----------------------------
+
+    def ledger_lookup(self, paths: Sequence[str]) -> dict[str, sqlite3.Row]:
+        """Ledger rows of these paths (those that have one), in chunks SQLite accepts."""
+        out: dict[str, sqlite3.Row] = {}
+        for start in range(0, len(paths), 500):
+            chunk = list(paths[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in self._conn.execute(
+                f"SELECT * FROM watched_files WHERE path IN ({marks})", chunk
+            ):
+                out[row["path"]] = row
+        return out
+
+    def ledger_add_seen(
+        self, items: Sequence[tuple[str, str, str, str | None, int, float]], now: float
+    ) -> None:
+        """(path, root, sample, metaphase, size, mtime): new rows, or rows reset to 'seen'."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO watched_files(path, root, sample, metaphase, size, mtime, state, "
+                "first_seen_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'seen', ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET root = excluded.root, sample = excluded.sample, "
+                "metaphase = excluded.metaphase, size = excluded.size, mtime = excluded.mtime, "
+                "state = 'seen', attempts = 0, last_error = NULL, next_attempt_at = NULL, "
+                "sha256 = NULL, image_id = NULL, duplicate = 0, crops = NULL, "
+                "stable_at = NULL, started_at = NULL, finished_at = NULL, "
+                "updated_at = excluded.updated_at",
+                [(*item, now, now) for item in items],
+            )
+
+    def ledger_mark_stable(self, items: Sequence[tuple[str, int, float]], now: float) -> int:
+        """(path, size, mtime) of files that stopped changing: 'seen' -> 'stable'."""
+        with self.transaction() as conn:
+            cur = conn.executemany(
+                "UPDATE watched_files SET state = 'stable', size = ?, mtime = ?, stable_at = ?, "
+                "updated_at = ? WHERE path = ? AND state = 'seen'",
+                [(size, mtime, now, now, path) for path, size, mtime in items],
+            )
+            return cur.rowcount
+
+    def ledger_claim(self, limit: int, now: float) -> list[sqlite3.Row]:
+        """Up to `limit` files to process (retries that are due first): -> 'processing'."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT * FROM watched_files WHERE state = 'failed' AND next_attempt_at <= ? "
+                "ORDER BY next_attempt_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            if len(rows) < limit:
+                rows += conn.execute(
+                    "SELECT * FROM watched_files WHERE state = 'stable' ORDER BY id LIMIT ?",
+                    (limit - len(rows),),
+                ).fetchall()
+            conn.executemany(
+                "UPDATE watched_files SET state = 'processing', started_at = ?, updated_at = ? "
+                "WHERE id = ?",
+                [(now, now, row["id"]) for row in rows],
+            )
+        return rows
+
+    def ledger_mark_done(
+        self, path: str, *, sha256: str, image_id: int, crops: int, duplicate: bool, now: float
+    ) -> None:
+        """Called only after the image's results are committed (or found already stored)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE watched_files SET state = 'done', sha256 = ?, image_id = ?, crops = ?, "
+                "duplicate = ?, last_error = NULL, next_attempt_at = NULL, finished_at = ?, "
+                "updated_at = ? WHERE path = ?",
+                (sha256, image_id, crops, int(duplicate), now, now, path),
+            )
+
+    def ledger_mark_failed(
+        self,
+        path: str,
+        *,
+        state: str,
+        error: str,
+        attempts: int,
+        next_attempt_at: float | None,
+        now: float,
+    ) -> None:
+        """A failed try: 'failed' (retried at next_attempt_at) or 'quarantined' (given up)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE watched_files SET state = ?, last_error = ?, attempts = ?, "
+                "next_attempt_at = ?, finished_at = ?, updated_at = ? WHERE path = ?",
+                (state, error, attempts, next_attempt_at, now, now, path),
+            )
+
+    def ledger_quarantine_new(
+        self, path: str, root: str, sample: str, error: str, now: float
+    ) -> None:
+        """A file refused on sight (e.g. a link leading outside the watch root)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO watched_files(path, root, sample, state, last_error, first_seen_at, "
+                "finished_at, updated_at) VALUES (?, ?, ?, 'quarantined', ?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET state = 'quarantined', "
+                "last_error = excluded.last_error, updated_at = excluded.updated_at",
+                (path, root, sample, error, now, now, now),
+            )
+
+    def ledger_release(self, paths: Sequence[str] | None, now: float) -> int:
+        """Files in flight back to 'stable' (all of them when paths is None)."""
+        with self.transaction() as conn:
+            if paths is None:
+                cur = conn.execute(
+                    "UPDATE watched_files SET state = 'stable', started_at = NULL, updated_at = ? "
+                    "WHERE state = 'processing'",
+                    (now,),
+                )
+                return cur.rowcount
+            cur = conn.executemany(
+                "UPDATE watched_files SET state = 'stable', started_at = NULL, updated_at = ? "
+                "WHERE path = ? AND state = 'processing'",
+                [(now, p) for p in paths],
+            )
+            return cur.rowcount
+
+    def ledger_forget(self, paths: Sequence[str]) -> int:
+        """Drop rows of files that vanished before they were processed."""
+        with self.transaction() as conn:
+            cur = conn.executemany(
+                "DELETE FROM watched_files "
+                "WHERE path = ? AND state IN ('seen', 'stable', 'failed')",
+                [(p,) for p in paths],
+            )
+            return cur.rowcount
+
+    def ledger_retry(self, paths: Sequence[str] | None, now: float) -> int:
+        """Failed or quarantined files (all when paths is None) back to 'stable', attempts 0."""
+        sql = (
+            "UPDATE watched_files SET state = 'stable', attempts = 0, last_error = NULL, "
+            "next_attempt_at = NULL, stable_at = ?, updated_at = ? "
+            "WHERE state IN ('failed', 'quarantined')"
+        )
+        with self.transaction() as conn:
+            if paths is None:
+                return conn.execute(sql, (now, now)).rowcount
+            return conn.executemany(sql + " AND path = ?", [(now, now, p) for p in paths]).rowcount
+
+    def ledger_counts(self) -> dict[str, int]:
+        return {
+            r[0]: int(r[1])
+            for r in self._conn.execute(
+                "SELECT state, COUNT(*) FROM watched_files GROUP BY state"
+            )
+        }
+
+    def ledger_finished_since(self, since: float) -> tuple[int, int]:
+        """(files, crops) finished as done since this time."""
+        row = self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(crops), 0) FROM watched_files "
+            "WHERE finished_at >= ? AND state = 'done'",
+            (since,),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def ledger_rows(self, states: Sequence[str], limit: int = 1000) -> list[sqlite3.Row]:
+        marks = ",".join("?" * len(states))
+        return self._conn.execute(
+            f"SELECT * FROM watched_files WHERE state IN ({marks}) ORDER BY id LIMIT ?",
+            (*states, limit),
+        ).fetchall()
+
+    def ledger_open_samples(self) -> dict[str, int]:
+        """Samples with files not yet finished (done or quarantined), and how many."""
+        return {
+            r[0]: int(r[1])
+            for r in self._conn.execute(
+                "SELECT sample, COUNT(*) FROM watched_files "
+                "WHERE state NOT IN ('done', 'quarantined') GROUP BY sample"
+            )
+        }
+
+    # -- daemon: sample completion ------------------------------------------------------
+
+    def sample_state_touch(self, last_file_at: dict[str, float]) -> None:
+        """New files arrived for these samples; a completed one is completed again later."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO sample_state(name, last_file_at) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET "
+                "last_file_at = MAX(COALESCE(last_file_at, 0), excluded.last_file_at), "
+                "completed_at = NULL",
+                list(last_file_at.items()),
+            )
+
+    def sample_state_close(self, name: str, reason: str, now: float) -> bool:
+        """Mark a sample closed (marker, quiet period, by hand); False when it already was."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO sample_state(name, closed_at, close_reason) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET closed_at = excluded.closed_at, "
+                "close_reason = excluded.close_reason WHERE sample_state.closed_at IS NULL",
+                (name, now, reason),
+            )
+            return cur.rowcount > 0
+
+    def sample_state_rows(self) -> list[sqlite3.Row]:
+        return self._conn.execute("SELECT * FROM sample_state ORDER BY name").fetchall()
+
+    def sample_state_completed(
+        self, name: str, *, hook_state: str, hook_error: str | None, now: float
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE sample_state SET completed_at = ?, hook_state = ?, hook_error = ? "
+                "WHERE name = ?",
+                (now, hook_state, hook_error, name),
+            )
+            conn.execute("UPDATE samples SET closed_at = ? WHERE name = ?", (now, name))
+
+    # -- daemon: its own state, and scheduled jobs ---------------------------------------
+
+    def daemon_state_write(
+        self, *, pid: int, started_at: float, info: str, now: float, stopped: bool = False
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO daemon_state(id, pid, started_at, heartbeat_at, stopped_at, info) "
+                "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, "
+                "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
+                "stopped_at = excluded.stopped_at, info = excluded.info",
+                (pid, started_at, now, now if stopped else None, info),
+            )
+
+    def daemon_state_read(self) -> sqlite3.Row | None:
+        return self._conn.execute("SELECT * FROM daemon_state WHERE id = 1").fetchone()
+
+    def job_started(self, name: str, now: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO job_runs(name, last_started_at, last_status) VALUES (?, ?, 'running') "
+                "ON CONFLICT(name) DO UPDATE SET last_started_at = excluded.last_started_at, "
+                "last_status = 'running'",
+                (name, now),
+            )
+
+    def job_finished(self, name: str, *, ok: bool, error: str | None, now: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE job_runs SET last_finished_at = ?, last_status = ?, last_error = ?, "
+                "last_success_at = CASE WHEN ? THEN ? ELSE last_success_at END WHERE name = ?",
+                (now, "ok" if ok else "failed", error, ok, now, name),
+            )
+
+    def job_row(self, name: str) -> sqlite3.Row | None:
+        return self._conn.execute("SELECT * FROM job_runs WHERE name = ?", (name,)).fetchone()
