@@ -76,12 +76,15 @@ def segment(rgb: np.ndarray, settings: SegmentSettings) -> Segmentation:
     mask = (dark > scale.threshold).astype(np.uint8)
     mask, nuclei = _remove_nuclei(mask, scale, settings)
     n, labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
-    units = _drop_debris(_units(labels, n, dark), scale, settings)
+    speck = 0.25 * scale.stroke * scale.stroke
+    units = [u for u in _units(labels, n, dark) if u.area >= speck]
     if not units:
         reason = "only nuclei" if nuclei else "only debris"
         return _empty(f"no metaphase found: {reason}")
     units, touching = _split_touching(units, labels, dark, scale, settings)
-    groups = _pair_chromatids(units, labels, scale, settings)
+    groups = _drop_debris(_pair_chromatids(units, labels, scale, settings), units, scale, settings)
+    if not groups:
+        return _empty("no metaphase found: only debris")
     flags = {
         k: frozenset({"touching"}) for k, g in enumerate(groups) if any(i in touching for i in g)
     }
@@ -245,15 +248,16 @@ def _typical_area(units: list[Unit]) -> float:
     return float(np.median([u.area for u in units])) if units else 0.0
 
 
-def _drop_debris(units: list[Unit], scale: Scale, settings: SegmentSettings) -> list[Unit]:
-    """Leave out specks much smaller than the typical object."""
-    if not units:
-        return units
+def _drop_debris(
+    groups: list[list[int]], units: list[Unit], scale: Scale, settings: SegmentSettings
+) -> list[list[int]]:
+    """Leave out objects much smaller than the typical one (a pair counts as one object)."""
     stroke_area = scale.stroke * scale.stroke
-    plausible = [u for u in units if u.area >= 2 * stroke_area]
-    typical = _typical_area(plausible) if plausible else 2 * stroke_area
+    areas = [sum(units[i].area for i in g) for g in groups]
+    plausible = [a for a in areas if a >= 2 * stroke_area]
+    typical = float(np.median(plausible)) if plausible else 2 * stroke_area
     min_area = max(settings.min_area_fraction * typical, stroke_area)
-    return [u for u in units if u.area >= min_area]
+    return [g for g, a in zip(groups, areas, strict=True) if a >= min_area]
 
 
 def _gap(a: Unit, b: Unit, labels: np.ndarray) -> float:
@@ -277,7 +281,6 @@ def _pair_chromatids(
     nearly the same length and area, roughly parallel, side by side rather than end to end,
     and close (the gap measured in their own thickness). Best pairs are taken first.
     """
-    max_angle = math.radians(settings.pair_max_angle)
     reach = settings.pair_max_gap * scale.stroke
     gaps: dict[tuple[int, int], float] = {}
     nearest: dict[int, tuple[float, int]] = {}
@@ -302,26 +305,11 @@ def _pair_chromatids(
         if nearest[i][1] != j or nearest[j][1] != i:
             continue
         a, b = units[i], units[j]
-        if max(a.flatness, b.flatness) > settings.chromatid_flatness:
-            continue
         if gap > settings.pair_max_gap * (a.thickness + b.thickness) / 2:
             continue
-        ratio = min(a.length, b.length) / max(a.length, b.length)
-        area_ratio = min(a.area, b.area) / max(a.area, b.area)
-        if ratio < 0.65 or area_ratio < 0.6:
-            continue
-        diff = abs(a.angle - b.angle)
-        diff = min(diff, math.pi - diff)
-        if diff > max_angle:
-            continue
-        mean_angle = _mean_angle(a.angle, b.angle)
-        ux, uy = math.cos(mean_angle), math.sin(mean_angle)
-        pa, pb = a.cx * ux + a.cy * uy, b.cx * ux + b.cy * uy
-        half_a, half_b = a.length / 2, b.length / 2
-        overlap = min(pa + half_a, pb + half_b) - max(pa - half_a, pb - half_b)
-        if overlap < 0.3 * min(a.length, b.length):
-            continue
-        candidates.append((gap / max(a.thickness, 1.0) + diff + (1 - ratio), i, j))
+        score = _sister_score(a, b, settings)
+        if score is not None:
+            candidates.append((score + gap / max(a.thickness, 1.0), i, j))
     candidates.sort()
     used: set[int] = set()
     groups: list[list[int]] = []
@@ -332,6 +320,32 @@ def _pair_chromatids(
         groups.append([i, j])
     groups.extend([i] for i in range(len(units)) if i not in used)
     return groups
+
+
+def _sister_score(a: Unit, b: Unit, settings: SegmentSettings) -> float | None:
+    """How unlike two sister chromatids a and b are (lower is likelier); None: not sisters.
+
+    Both peaked like one chromatid, nearly the same length and area, roughly parallel, and
+    side by side rather than end to end.
+    """
+    if max(a.flatness, b.flatness) > settings.chromatid_flatness:
+        return None
+    ratio = min(a.length, b.length) / max(a.length, b.length)
+    area_ratio = min(a.area, b.area) / max(a.area, b.area)
+    if ratio < 0.65 or area_ratio < 0.6:
+        return None
+    diff = abs(a.angle - b.angle)
+    diff = min(diff, math.pi - diff)
+    if diff > math.radians(settings.pair_max_angle):
+        return None
+    mean_angle = _mean_angle(a.angle, b.angle)
+    ux, uy = math.cos(mean_angle), math.sin(mean_angle)
+    pa, pb = a.cx * ux + a.cy * uy, b.cx * ux + b.cy * uy
+    half_a, half_b = a.length / 2, b.length / 2
+    overlap = min(pa + half_a, pb + half_b) - max(pa - half_a, pb - half_b)
+    if overlap < 0.3 * min(a.length, b.length):
+        return None
+    return diff + (1 - ratio)
 
 
 def _mean_angle(a: float, b: float) -> float:
@@ -354,55 +368,54 @@ def _split_touching(
     Objects no level separates are returned as touching (indices into the new unit list).
     `labels` is updated in place.
     """
-    typical = _typical_area(units)
+    typical = _typical_area([u for u in units if u.area >= scale.stroke * scale.stroke])
     next_label = int(labels.max()) + 1
     out: list[Unit] = []
     touching_labels: set[int] = set()
     queue = list(units)
     while queue:
         unit = queue.pop()
-        if unit.area <= settings.touching_area * typical / 1.5:
+        if unit.area <= settings.split_area * typical:
             out.append(unit)
             continue
-        pieces = _watershed_split(unit, labels, dark, scale, 0.3 * typical, next_label)
+        window = labels[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
+        values = dark[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
+        local = _watershed_split(
+            window == unit.label, values, scale, 0.3 * typical, settings.split_max_level
+        )
+        pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
+        if len(pieces) == 2 and _sister_score(pieces[0], pieces[1], settings) is not None:
+            pieces = []  # one class C pair whose sisters touch: keep it whole
         if not pieces:
             if unit.area > settings.touching_area * typical:
                 touching_labels.add(unit.label)
             out.append(unit)
             continue
-        next_label = max(pieces) + 1
-        window = labels[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
-        values = dark[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
-        local = np.where(np.isin(window, pieces), window - (pieces[0] - 1), 0)
-        for piece in _units(local, len(pieces) + 1, values):
-            piece.label += pieces[0] - 1
+        assert local is not None
+        inside = local > 0
+        window[window == unit.label] = 0
+        window[inside] = local[inside] + (next_label - 1)
+        for piece in pieces:
+            piece.label += next_label - 1
             piece.x += unit.x
             piece.y += unit.y
             piece.cx += unit.x
             piece.cy += unit.y
             queue.append(piece)
+        next_label += len(pieces)
     touching = {k for k, u in enumerate(out) if u.label in touching_labels}
     return out, touching
 
 
 def _watershed_split(
-    unit: Unit,
-    labels: np.ndarray,
-    dark: np.ndarray,
-    scale: Scale,
-    min_piece: float,
-    first_label: int,
-) -> list[int]:
-    """Try rising thresholds inside one object; on success relabel its pixels, return labels."""
+    own: np.ndarray, values: np.ndarray, scale: Scale, min_piece: float, max_level: float
+) -> np.ndarray | None:
+    """Pieces 1..k of one object (`own`), or None when no rising threshold separates it."""
     import cv2
 
-    y0, x0 = unit.y, unit.x
-    window = labels[y0 : y0 + unit.h, x0 : x0 + unit.w]
-    own = window == unit.label
-    values = dark[y0 : y0 + unit.h, x0 : x0 + unit.w]
     step = 0.05 * scale.peak
     level = scale.threshold + step
-    while level < 0.85 * scale.peak:
+    while level < max_level * scale.peak:
         seeds = ((values > level) & own).astype(np.uint8)
         n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(seeds, connectivity=8)
         big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_piece]
@@ -410,20 +423,15 @@ def _watershed_split(
             markers = np.zeros(own.shape, np.int32)
             for k, i in enumerate(big, start=1):
                 markers[seed_labels == i] = k
-            markers[~own] = len(big) + 1
+            # No marker outside the object: it would claim the object's faint rim first.
             relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
             cv2.watershed(relief, markers)
-            new = []
-            for k in range(1, len(big) + 1):
-                piece = (markers == k) & own
-                window[piece] = first_label + k - 1
-                new.append(first_label + k - 1)
-            window[own & (markers == -1)] = 0
-            return new
+            markers[~own | (markers < 0)] = 0
+            return markers
         if not big:
-            return []
+            return None
         level += step
-    return []
+    return None
 
 
 def _metaphases(

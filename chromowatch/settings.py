@@ -134,11 +134,24 @@ class SegmentSettings(Section):
     pair_max_angle: float = Field(
         35.0, ge=0, le=90, description="Largest angle, in degrees, between paired chromatids."
     )
+    split_area: float = Field(
+        1.6,
+        gt=0,
+        description="Objects larger than this many typical object areas are tried for "
+        "splitting: a rising threshold looks for a seam, a watershed shares the pixels out.",
+    )
+    split_max_level: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="A seam darker than this share of the typical peak darkness is not one "
+        "between two chromosomes (it is a centromere or an overlap): no split there.",
+    )
     touching_area: float = Field(
         2.4,
         gt=1,
-        description="Objects larger than this many typical chromosome areas are touching "
-        "chromosomes: split by watershed when possible, else flagged.",
+        description="Objects larger than this many typical object areas that could not be "
+        "split are flagged as touching chromosomes (kept for review, out of statistics).",
     )
     metaphase_link: float = Field(
         4.0,
