@@ -202,10 +202,6 @@ def _units(labels: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
 
     ys, xs = np.nonzero(labels)
     lab = labels[ys, xs]
-    values = dark[ys, xs].astype(np.float64)
-    index = np.arange(n)
-    peak = np.asarray(ndimage.maximum(dark, labels, index), dtype=np.float64)
-    high = np.bincount(lab, (values > 0.7 * peak[lab]).astype(np.float64), n)
     count = np.maximum(np.bincount(lab, minlength=n).astype(np.float64), 1.0)
     sx = np.bincount(lab, xs, n)
     sy = np.bincount(lab, ys, n)
@@ -221,6 +217,8 @@ def _units(labels: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
             continue
         rows, cols = window
         area = int(count[i])
+        own = dark[window][labels[window] == i]
+        high = int(np.count_nonzero(own > 0.7 * float(own.max())))
         a, b, c = cxx[i], cyy[i], cxy[i]
         spread = math.sqrt(max(0.0, (a - b) ** 2 / 4 + c * c))
         length = max(math.sqrt(12.0 * ((a + b) / 2 + spread)), 1.0)
@@ -238,7 +236,7 @@ def _units(labels: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
                 angle,
                 length,
                 area / length,
-                high[i] / area,
+                high / area,
             )
         )
     return units
@@ -281,6 +279,7 @@ def _pair_chromatids(
     nearly the same length and area, roughly parallel, side by side rather than end to end,
     and close (the gap measured in their own thickness). Best pairs are taken first.
     """
+    thin = _thin_limit(units, scale)
     reach = settings.pair_max_gap * scale.stroke
     gaps: dict[tuple[int, int], float] = {}
     nearest: dict[int, tuple[float, int]] = {}
@@ -307,7 +306,7 @@ def _pair_chromatids(
         a, b = units[i], units[j]
         if gap > settings.pair_max_gap * (a.thickness + b.thickness) / 2:
             continue
-        score = _sister_score(a, b, settings)
+        score = _sister_score(a, b, thin, settings)
         if score is not None:
             candidates.append((score + gap / max(a.thickness, 1.0), i, j))
     candidates.sort()
@@ -322,13 +321,30 @@ def _pair_chromatids(
     return groups
 
 
-def _sister_score(a: Unit, b: Unit, settings: SegmentSettings) -> float | None:
+def _thin_limit(units: list[Unit], scale: Scale) -> float:
+    """Thickness up to which an object is one chromatid, when the spread shows two kinds.
+
+    Where thicknesses are clearly bimodal (single chromatids next to whole chromosomes), the
+    thin mode is the chromatids'; otherwise 0 and only the profile's flatness decides.
+    """
+    thick = [u.thickness for u in units if u.area >= scale.stroke * scale.stroke]
+    if len(thick) < 8:
+        return 0.0
+    low, high = np.percentile(thick, [15, 85])
+    return 1.3 * float(low) if high >= 1.7 * low else 0.0
+
+
+def _chromatid_like(unit: Unit, thin: float, settings: SegmentSettings) -> bool:
+    return unit.flatness <= settings.chromatid_flatness or unit.thickness <= thin
+
+
+def _sister_score(a: Unit, b: Unit, thin: float, settings: SegmentSettings) -> float | None:
     """How unlike two sister chromatids a and b are (lower is likelier); None: not sisters.
 
-    Both peaked like one chromatid, nearly the same length and area, roughly parallel, and
-    side by side rather than end to end.
+    Both like one chromatid (a peaked profile, or as thin as the spread's thin mode), nearly
+    the same length and area, roughly parallel, and side by side rather than end to end.
     """
-    if max(a.flatness, b.flatness) > settings.chromatid_flatness:
+    if not (_chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings)):
         return None
     ratio = min(a.length, b.length) / max(a.length, b.length)
     area_ratio = min(a.area, b.area) / max(a.area, b.area)
@@ -369,6 +385,7 @@ def _split_touching(
     `labels` is updated in place.
     """
     typical = _typical_area([u for u in units if u.area >= scale.stroke * scale.stroke])
+    thin = _thin_limit(units, scale)
     next_label = int(labels.max()) + 1
     out: list[Unit] = []
     touching_labels: set[int] = set()
@@ -384,7 +401,7 @@ def _split_touching(
             window == unit.label, values, scale, 0.3 * typical, settings.split_max_level
         )
         pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
-        if len(pieces) == 2 and _sister_score(pieces[0], pieces[1], settings) is not None:
+        if len(pieces) == 2 and _sister_score(pieces[0], pieces[1], thin, settings) is not None:
             pieces = []  # one class C pair whose sisters touch: keep it whole
         if not pieces:
             if unit.area > settings.touching_area * typical:
