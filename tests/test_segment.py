@@ -128,7 +128,8 @@ def test_crops_follow_the_contract() -> None:
     assert [c.index for c in seg.crops] == list(range(len(seg.crops)))
     for crop in seg.crops:
         b = crop.bbox
-        assert 0 <= b.x and 0 <= b.y and b.x + b.w <= rgb.shape[1] and b.y + b.h <= rgb.shape[0]
+        assert b.x >= 0 and b.y >= 0
+        assert b.x + b.w <= rgb.shape[1] and b.y + b.h <= rgb.shape[0]
         assert (crop.rgb == rgb[b.y : b.y + b.h, b.x : b.x + b.w]).all()
         assert crop.mask is not None and crop.mask.shape == (b.h, b.w)
         assert crop.mask.dtype == bool and crop.mask.any()
