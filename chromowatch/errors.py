@@ -56,3 +56,15 @@ class StoreError(ChromowatchError):
     """The database cannot be opened, migrated or written."""
 
     exit_code = 5
+
+
+class ReportError(ChromowatchError):
+    """A report cannot be built or rendered (missing sample, renderer failure or timeout)."""
+
+    exit_code = 6
+
+
+class MailError(ChromowatchError):
+    """Mail cannot be sent as configured; the report stays in the outbox."""
+
+    exit_code = 7

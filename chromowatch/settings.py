@@ -188,6 +188,13 @@ class EnhanceSettings(Section):
         description="Pixels kept around the crop's own object; anything farther away (parts of "
         "neighbouring chromosomes) is painted with the crop's background before enhancing.",
     )
+    stain: tuple[float, float, float] | None = Field(
+        (0.95, 1.12, 0.93),
+        description="Relative R, G, B darkness of the stain the crops are recoloured to before "
+        "the paper's steps, so other Giemsa hues come out like the published ikemoto2023 crops "
+        "the published models saw (chosen so enhanced ddx11 crops match their colour); unset: "
+        "no recolouring, the paper's step 2 alone.",
+    )
 
 
 class ClassifySettings(Section):
@@ -208,6 +215,82 @@ class ModelsSettings(Section):
         description="Where `models fetch ikemoto2023` downloads from when no --from is given.",
     )
     download_timeout_s: float = Field(30.0, gt=0, description="Per-file download timeout.")
+
+
+class ReportSettings(Section):
+    """Per-sample statistics and the HTML/PDF reports."""
+
+    formats: list[Literal["html", "pdf"]] = Field(
+        ["html", "pdf"], description="What the daemon renders when a sample completes."
+    )
+    controls: dict[str, str] = Field(
+        {},
+        description='Control sample per sample-name pattern (shell-style), first match wins, '
+        'e.g. {"ddx11-*" = "wt"}. A sample is never compared with itself.',
+    )
+    min_chromosomes: int = Field(
+        50, ge=1, description="Warn when a sample has fewer scored chromosomes than this."
+    )
+    min_metaphases: int = Field(
+        10, ge=1, description="Warn when a sample has fewer metaphases than this."
+    )
+    min_confidence: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Crops whose top model probability is below this are left out of the "
+        "statistics (unless a person confirmed them); 0 keeps them all, as `results` does.",
+    )
+    bootstrap: int = Field(
+        2000, ge=100, le=100_000, description="Resamples for bootstrap intervals."
+    )
+    seed: int = Field(0, description="Seed of the bootstrap, so a report can be reproduced.")
+    gallery_per_class: int = Field(
+        8, ge=0, le=100, description="Example crops shown per class (the most confident)."
+    )
+    gallery_uncertain: int = Field(
+        12, ge=0, le=200, description="Least confident crops shown for review."
+    )
+    max_overlays: int = Field(
+        24, ge=0, le=500, description="Spreads shown as overlay thumbnails (boxes by class)."
+    )
+    render_timeout_s: float = Field(
+        120.0, gt=0, description="The PDF renderer (a separate process) is stopped after this."
+    )
+
+
+class MailSettings(Section):
+    """Report delivery by email; reports wait in the database's outbox until sent."""
+
+    enabled: bool = Field(False, description="Mail each new report version.")
+    host: str = Field("", description="SMTP server.")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port (587 STARTTLS, 465 SSL).")
+    security: Literal["starttls", "ssl", "none"] = Field(
+        "starttls", description='"none" only for a relay on this machine.'
+    )
+    ca_file: Path | None = Field(
+        None, description="CA certificates to trust for the server (else the system's)."
+    )
+    username: str = Field("", description="SMTP login; empty: no authentication.")
+    password: str = Field(
+        "", description="SMTP password; prefer password_file (or the environment)."
+    )
+    password_file: Path | None = Field(
+        None, description="File holding the SMTP password; wins over password."
+    )
+    sender: str = Field("chromowatch@localhost", description="From address.")
+    recipients: dict[str, list[str]] = Field(
+        {},
+        description='Recipients per sample-name pattern (shell-style); every matching '
+        'pattern adds its addresses, e.g. {"*" = ["lab@example.org"]}.',
+    )
+    subject_prefix: str = Field("[chromowatch]", description="Start of every subject.")
+    timeout_s: float = Field(30.0, gt=0, description="SMTP connection timeout.")
+    retry_base_s: float = Field(
+        60.0, gt=0, description="Wait before retrying a mail that could not be sent; doubles "
+        "with each attempt."
+    )
+    retry_max_s: float = Field(3600.0, gt=0, description="Longest wait between tries.")
 
 
 class LoggingSettings(Section):
@@ -392,6 +475,8 @@ class Settings(BaseSettings):
     enhance: EnhanceSettings = Field(default_factory=EnhanceSettings)  # type: ignore[arg-type]
     classify: ClassifySettings = Field(default_factory=ClassifySettings)  # type: ignore[arg-type]
     models: ModelsSettings = Field(default_factory=ModelsSettings)  # type: ignore[arg-type]
+    report: ReportSettings = Field(default_factory=ReportSettings)  # type: ignore[arg-type]
+    mail: MailSettings = Field(default_factory=MailSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     watch: WatchSettings = Field(default_factory=WatchSettings)  # type: ignore[arg-type]
     samples: SamplesSettings = Field(default_factory=SamplesSettings)  # type: ignore[arg-type]

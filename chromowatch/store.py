@@ -135,6 +135,38 @@ MIGRATIONS: tuple[str, ...] = (
         last_error    TEXT
     );
     """,
+    # 3: report versions and the mail outbox.
+    """
+    CREATE TABLE reports (
+        id           INTEGER PRIMARY KEY,
+        sample_id    INTEGER NOT NULL REFERENCES samples(id),
+        version      INTEGER NOT NULL,
+        fingerprint  TEXT NOT NULL,
+        model        TEXT,
+        control      TEXT,
+        html_path    TEXT,
+        pdf_path     TEXT,
+        created_at   REAL NOT NULL,
+        UNIQUE (sample_id, version)
+    );
+    CREATE TABLE outbox (
+        id               INTEGER PRIMARY KEY,
+        report_id        INTEGER NOT NULL UNIQUE REFERENCES reports(id),
+        sender           TEXT NOT NULL,
+        recipients       TEXT NOT NULL,
+        subject          TEXT NOT NULL,
+        message          BLOB NOT NULL,
+        status           TEXT NOT NULL
+                         CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  REAL NOT NULL,
+        claimed_at       REAL,
+        last_error       TEXT,
+        created_at       REAL NOT NULL,
+        sent_at          REAL
+    );
+    CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
+    """,
 )
 
 
@@ -179,6 +211,16 @@ class SampleCounts:
             "counts": dict(self.counts),
             "fractions": {c: round(self.fraction(c), 4) for c in CLASS_NAMES},
         }
+
+
+@dataclass(frozen=True)
+class OutboxMail:
+    """A mail ready for the outbox: the whole message, so it survives its report's files."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    message: bytes
 
 
 class Store:
@@ -664,3 +706,165 @@ class Store:
 
     def job_row(self, name: str) -> sqlite3.Row | None:
         return self._conn.execute("SELECT * FROM job_runs WHERE name = ?", (name,)).fetchone()
+
+    # -- report data, report versions and the mail outbox ---------------------------------
+
+    def sample_crop_rows(self, sample: str) -> list[sqlite3.Row]:
+        """Every crop of a sample's finished images with its image, latest prediction and
+        confirmed label (NULL when none), in image then crop order."""
+        self._require_sample(sample)
+        return self._conn.execute(
+            """
+            SELECT c.id, c.image_id, c.idx, c.x, c.y, c.w, c.h, c.metaphase, c.file, c.flags,
+                   i.path AS image_path,
+                   p.label AS predicted, p.p_a, p.p_b, p.p_c, p.model_version, p.id AS pred_id,
+                   (SELECT l.class FROM labels l WHERE l.crop_id = c.id
+                      AND l.superseded_at IS NULL) AS confirmed
+            FROM crops c
+            JOIN images i ON i.id = c.image_id
+            JOIN samples s ON s.id = i.sample_id
+            LEFT JOIN predictions p
+                   ON p.id = (SELECT MAX(id) FROM predictions WHERE crop_id = c.id)
+            WHERE s.name = ? AND i.status = 'done'
+            ORDER BY c.image_id, c.idx
+            """,
+            (sample,),
+        ).fetchall()
+
+    def sample_images(self, sample: str) -> list[sqlite3.Row]:
+        """A sample's images (done and failed) with their crop counts, oldest first."""
+        self._require_sample(sample)
+        return self._conn.execute(
+            "SELECT i.id, i.path, i.status, i.error, i.width, i.height, i.metaphases, i.note, "
+            "i.processed_at, (SELECT COUNT(*) FROM crops c WHERE c.image_id = i.id) AS crops "
+            "FROM images i JOIN samples s ON s.id = i.sample_id WHERE s.name = ? "
+            "ORDER BY i.id",
+            (sample,),
+        ).fetchall()
+
+    def _require_sample(self, sample: str) -> int:
+        row = self._conn.execute("SELECT id FROM samples WHERE name = ?", (sample,)).fetchone()
+        if row is None:
+            raise StoreError(
+                f"no sample named {sample!r} in {self.path}",
+                hint="`chromowatch results` lists the samples",
+            )
+        return int(row[0])
+
+    def latest_report(self, sample: str) -> sqlite3.Row | None:
+        """The newest recorded report version of a sample, or None."""
+        return self._conn.execute(
+            "SELECT r.* FROM reports r JOIN samples s ON s.id = r.sample_id "
+            "WHERE s.name = ? ORDER BY r.version DESC LIMIT 1",
+            (sample,),
+        ).fetchone()
+
+    def reported_samples(self) -> list[str]:
+        """Samples that have at least one recorded report version."""
+        return [r[0] for r in self._conn.execute(
+            "SELECT DISTINCT s.name FROM reports r JOIN samples s ON s.id = r.sample_id "
+            "ORDER BY s.name")]
+
+    def record_report(
+        self,
+        *,
+        sample: str,
+        version: int,
+        fingerprint: str,
+        model: str | None,
+        control: str | None,
+        html_path: str | None,
+        pdf_path: str | None,
+        mail: OutboxMail | None,
+    ) -> int:
+        """Record a rendered report version and, in the same transaction, queue its mail;
+        an existing (sample, version) raises sqlite3.IntegrityError. Returns the report id."""
+        now = time.time()
+        with self.transaction() as conn:
+            sid = self._sample_id(conn, sample)
+            cur = conn.execute(
+                "INSERT INTO reports(sample_id, version, fingerprint, model, control, html_path, "
+                "pdf_path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (sid, version, fingerprint, model, control, html_path, pdf_path, now),
+            )
+            report_id = int(cur.lastrowid or 0)
+            if mail is not None:
+                conn.execute(
+                    "INSERT INTO outbox(report_id, sender, recipients, subject, message, status, "
+                    "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                    (report_id, mail.sender, json.dumps(list(mail.recipients)), mail.subject,
+                     mail.message, now, now),
+                )
+        return report_id
+
+    def due_mail(self, now: float, *, stale_after_s: float = 600.0) -> list[sqlite3.Row]:
+        """Mail to try now: pending and due, or claimed by a sender that died long ago."""
+        return self._conn.execute(
+            "SELECT o.*, s.name AS sample, r.version FROM outbox o "
+            "JOIN reports r ON r.id = o.report_id JOIN samples s ON s.id = r.sample_id "
+            "WHERE (o.status = 'pending' AND o.next_attempt_at <= ?) "
+            "OR (o.status = 'sending' AND o.claimed_at < ?) ORDER BY o.id",
+            (now, now - stale_after_s),
+        ).fetchall()
+
+    def claim_mail(self, mail_id: int, now: float, *, stale_after_s: float = 600.0) -> bool:
+        """Mark one mail as being sent; False when another sender got it first."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE outbox SET status = 'sending', claimed_at = ?, attempts = attempts + 1 "
+                "WHERE id = ? AND (status = 'pending' "
+                "OR (status = 'sending' AND claimed_at < ?))",
+                (now, mail_id, now - stale_after_s),
+            )
+            return cur.rowcount == 1
+
+    def mail_sent(self, mail_id: int, now: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
+                (now, mail_id),
+            )
+
+    def mail_retry_later(self, mail_id: int, error: str, next_attempt_at: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET status = 'pending', last_error = ?, next_attempt_at = ?, "
+                "claimed_at = NULL WHERE id = ?",
+                (error, next_attempt_at, mail_id),
+            )
+
+    def mail_failed(self, mail_id: int, error: str) -> None:
+        """Park a mail the server refused for good; `chromowatch outbox --retry` revives it."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET status = 'failed', last_error = ?, claimed_at = NULL "
+                "WHERE id = ?",
+                (error, mail_id),
+            )
+
+    def outbox_rows(self, *, include_sent: bool = True) -> list[sqlite3.Row]:
+        """The outbox for `chromowatch outbox` (without message bodies)."""
+        where = "" if include_sent else "WHERE o.status != 'sent' "
+        return self._conn.execute(
+            "SELECT o.id, s.name AS sample, r.version, o.recipients, o.subject, o.status, "
+            "o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.sent_at "
+            "FROM outbox o JOIN reports r ON r.id = o.report_id "
+            "JOIN samples s ON s.id = r.sample_id " + where + "ORDER BY o.id"
+        ).fetchall()
+
+    def retry_mail(self, now: float, ids: Sequence[int] | None = None) -> int:
+        """Make unsent mail (pending or failed) due now; returns how many."""
+        with self.transaction() as conn:
+            if ids is None:
+                cur = conn.execute(
+                    "UPDATE outbox SET status = 'pending', next_attempt_at = ? "
+                    "WHERE status IN ('pending', 'failed')",
+                    (now,),
+                )
+            else:
+                cur = conn.executemany(
+                    "UPDATE outbox SET status = 'pending', next_attempt_at = ? "
+                    "WHERE id = ? AND status IN ('pending', 'failed')",
+                    [(now, i) for i in ids],
+                )
+            return cur.rowcount

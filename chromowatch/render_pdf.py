@@ -1,0 +1,86 @@
+"""Render one report's HTML to PDF with weasyprint, in a process of its own.
+
+Run as `python -m chromowatch.render_pdf HTML PDF --root DIR`. A separate process bounds
+weasyprint's time and memory (the caller kills it on timeout) and keeps a crash out of the
+daemon. The URL fetcher only serves files inside the report's own folder: a report shows
+crops and thumbnails it was given, never anything from the network or elsewhere on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class FetchRefused(ValueError):
+    """A report asked for a resource outside its own folder."""
+
+
+def allowed_path(url: str, root: Path) -> Path:
+    """The local file a file:// URL names, when it lies inside root; else FetchRefused."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme.lower() != "file" or parsed.netloc not in ("", "localhost"):
+        raise FetchRefused(f"refused {url!r}: a report may only use its own files")
+    path = Path(urllib.request.url2pathname(parsed.path)).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise FetchRefused(f"refused {url!r}: outside the report folder {root}")
+    return path
+
+
+def make_fetcher(root: Path) -> Any:
+    """A weasyprint URL fetcher limited to root (for the old function API and the new class)."""
+    from weasyprint import urls
+
+    if hasattr(urls, "URLFetcher"):
+
+        class RootFetcher(urls.URLFetcher):
+            def fetch(self, url: str, headers: Any = None) -> Any:
+                allowed_path(url, root)
+                return super().fetch(url, headers)
+
+        return RootFetcher(fail_on_errors=False)
+
+    default: Callable[..., Any] = urls.default_url_fetcher
+
+    def fetch(url: str, *args: Any, **kwargs: Any) -> Any:
+        allowed_path(url, root)
+        return default(url, *args, **kwargs)
+
+    return fetch
+
+
+def render(html_path: Path, pdf_path: Path, root: Path) -> None:
+    """Write pdf_path from html_path; the PDF appears whole or not at all."""
+    import weasyprint
+
+    document = weasyprint.HTML(
+        filename=str(html_path), base_url=str(root), url_fetcher=make_fetcher(root)
+    )
+    part = pdf_path.with_name(pdf_path.name + ".part")
+    document.write_pdf(str(part))
+    os.replace(part, pdf_path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chromowatch.render_pdf")
+    parser.add_argument("html")
+    parser.add_argument("pdf")
+    parser.add_argument("--root", required=True, help="the only folder resources may come from")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    render(Path(args.html), Path(args.pdf), Path(args.root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Reports: the PDF holds the database's counts, versions follow labels and model, the
+renderer only reads the report's own files and is stopped on timeout."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+from report_fixtures import add_image, make_sample
+
+from chromowatch.errors import ReportError
+from chromowatch.render_pdf import FetchRefused, allowed_path
+from chromowatch.report import (
+    ModelInfo,
+    confusion_from_metrics,
+    control_for,
+    current_model_info,
+    file_stem,
+    on_sample_complete,
+    render_pdf,
+    write_report,
+    write_summary,
+)
+from chromowatch.settings import Settings
+from chromowatch.store import Store
+
+CONFUSION = [[97, 3, 0], [2, 85, 13], [0, 2, 98]]
+MODEL = ModelInfo("ikemoto2023", "2025-01-01", 30, {"accuracy": 0.9333}, CONFUSION, "f1")
+
+
+def _settings(tmp_path: Path, **sections: dict[str, object]) -> Settings:
+    return Settings(paths={"data_dir": str(tmp_path / "data")}, **sections)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def filled(tmp_path: Path) -> tuple[Settings, Store]:
+    settings = _settings(tmp_path)
+    store = Store.open(settings.paths.db)
+    make_sample(store, tmp_path, "ddx11", ["AABBCCCBBA", "ABCBBCCAAB", "AAAABBBCCC"] * 2,
+                flags={3: "touching"})
+    add_image(store, tmp_path, "ddx11", ["ABC"], image_no=99, outside="CC")
+    make_sample(store, tmp_path, "wt", ["AAAAAAAABA", "AAAAAABAAC"] * 3)
+    store.record_failure(path="/in/broken.png", sample="ddx11", error="truncated file",
+                         size=10, sha256=None)
+    yield settings, store
+    store.close()
+
+
+def _pdf_text(path: Path) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(path).pages)
+
+
+def test_pdf_holds_the_same_counts_as_the_database(filled: tuple[Settings, Store],
+                                                   tmp_path: Path) -> None:
+    settings, store = filled
+    files = write_report(settings, store, "ddx11", out_dir=tmp_path / "r", control="wt",
+                         model=MODEL)
+    assert files.pdf is not None and files.html is not None
+    text = _pdf_text(files.pdf)
+    counts = store.sample_counts("ddx11")[0]
+    line = re.sub(r"\s+", " ", text)
+    assert (f"Scored: {counts.scored} chromosomes in 7 metaphases — A {counts.counts['A']}, "
+            f"B {counts.counts['B']}, C {counts.counts['C']};") in line
+    assert f"left out {counts.excluded} of {counts.crops} crops" in line
+    assert "flagged: touching 6" in line
+    assert "chi-square" in line and "Mann-Whitney" in line
+    assert "broken.png" in line and "truncated file" in line  # the image list with status
+    assert "Corrected with the holdout confusion matrix of ikemoto2023" in line
+    assert len(PdfReader(files.pdf).pages) >= 3
+    html = files.html.read_text()
+    assert "<svg" in html and html.count('src="assets/crop-') >= 10
+    assert 'src="assets/spread-' in html
+    bc = counts.counts["B"] + counts.counts["C"]
+    assert re.search(rf"^\s+B\+C\s+{bc}\s+{100 * bc / counts.scored:.1f}%", files.summary_text,
+                     re.MULTILINE)
+
+
+def test_no_confusion_matrix_is_said_plainly(filled: tuple[Settings, Store],
+                                             tmp_path: Path) -> None:
+    settings, store = filled
+    bare = ModelInfo("demo", "", 1, {}, None, "x")
+    files = write_report(settings, store, "ddx11", out_dir=tmp_path / "a", formats=["html"],
+                         model=bare)
+    assert files.pdf is None and files.html is not None
+    html = files.html.read_text()
+    assert "has no holdout confusion matrix" in html and "corrected</th>" not in html
+    none = write_report(settings, store, "ddx11", out_dir=tmp_path / "b", formats=["html"])
+    assert "No model is installed" in none.html.read_text()  # type: ignore[union-attr]
+
+
+def test_names_are_escaped_and_file_names_safe(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    with Store.open(settings.paths.db) as store:
+        evil = '<script>alert(1)</script>/../x'
+        make_sample(store, tmp_path, evil, ["ABC"])
+        files = write_report(settings, store, evil, out_dir=tmp_path / "r", formats=["html"])
+    assert files.html is not None and files.html.parent == tmp_path / "r"
+    assert "/" not in file_stem(evil) and file_stem("ddx11") == "ddx11"
+    html = files.html.read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_fetcher_serves_only_the_reports_own_files(tmp_path: Path) -> None:
+    root = tmp_path / "report"
+    (root / "assets").mkdir(parents=True)
+    outside = tmp_path / "secret.png"
+    png = (Path(__file__).parent / "report_fixtures.py")  # any file: only the path matters
+    assert allowed_path((root / "assets" / "a.png").as_uri(), root) == root / "assets" / "a.png"
+    for url in (outside.as_uri(), (root / ".." / "secret.png").as_uri(),
+                "http://127.0.0.1:9/x.png", "https://example.org/x.png", png.as_uri()):
+        with pytest.raises(FetchRefused):
+            allowed_path(url, root)
+
+
+def test_pdf_renderer_leaves_out_images_from_elsewhere(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "report"
+    root.mkdir()
+    dot = np.zeros((8, 8, 3), np.uint8)
+    cv2.imwrite(str(root / "inside.png"), dot)
+    cv2.imwrite(str(tmp_path / "outside.png"), dot)
+    html = root / "r.html"
+    outside = (tmp_path / "outside.png").as_uri()
+    html.write_text(f'<p>x</p><img src="inside.png"><img src="{outside}">'
+                    '<img src="http://127.0.0.1:9/remote.png">')
+    render_pdf(html, root / "r.pdf", root=root, timeout_s=60)
+    assert len(PdfReader(root / "r.pdf").pages[0].images) == 1
+
+
+def test_renderer_timeout_is_a_report_error(tmp_path: Path) -> None:
+    (tmp_path / "r.html").write_text("<p>x</p>")
+    with pytest.raises(ReportError, match="took longer than"):
+        render_pdf(tmp_path / "r.html", tmp_path / "r.pdf", root=tmp_path, timeout_s=0.05)
+    assert not (tmp_path / "r.pdf").exists()
+
+
+def test_versions_follow_labels_and_nothing_else(filled: tuple[Settings, Store]) -> None:
+    settings, store = filled
+    settings = settings.model_copy(update={"report": settings.report.model_copy(
+        update={"formats": ["html"]})})
+    on_sample_complete(settings, store, "ddx11")
+    first = store.latest_report("ddx11")
+    assert first is not None and first["version"] == 1 and first["pdf_path"] is None
+    on_sample_complete(settings, store, "ddx11")  # nothing changed: no new version
+    assert store.latest_report("ddx11")["version"] == 1  # type: ignore[index]
+    crop = store.sample_crop_rows("ddx11")[0]
+    store.add_label(int(crop["id"]), "C", source="review", who="ana")
+    on_sample_complete(settings, store, "ddx11")
+    second = store.latest_report("ddx11")
+    assert second is not None and second["version"] == 2
+    html = Path(second["html_path"]).read_text()
+    assert "version 2" in html and Path(second["html_path"]).parent.name == "v2"
+    assert store.outbox_rows() == []  # mail is off by default
+
+
+def test_control_patterns_and_summary(filled: tuple[Settings, Store], tmp_path: Path) -> None:
+    settings, store = filled
+    s = _settings(tmp_path, report={"controls": {"wt": "nothing", "ddx*": "wt", "*": "wt"}})
+    assert control_for(s, "ddx11") == "wt"
+    assert control_for(s, "wt") == "nothing"
+    assert control_for(_settings(tmp_path, report={"controls": {"*": "wt"}}), "wt") is None
+    files = write_summary(settings, store, ["ddx11", "wt"], out_dir=tmp_path / "s",
+                          model=MODEL)
+    assert files.pdf is not None
+    text = re.sub(r"\s+", " ", _pdf_text(files.pdf))
+    for row in store.sample_counts():
+        assert row.sample in text and str(row.scored) in text
+
+
+def test_model_info_from_the_installed_manifest(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    assert current_model_info(settings) is None
+    models = settings.paths.models
+    (models / "ensembles").mkdir(parents=True)
+    manifest = {"format": "chromowatch-ensemble", "format_version": 1, "name": "m1",
+                "created": "2025-02-03", "enhancement": "ikemoto2023",
+                "members": [{"name": "b", "file": "bundles/b.pt", "sha256": "0" * 64}],
+                "metrics": {"accuracy": 0.91, "holdout": {"confusion_matrix": CONFUSION}}}
+    (models / "ensembles" / "m1.json").write_text(json.dumps(manifest))
+    (models / "current.json").write_text(json.dumps({"name": "m1"}))
+    info = current_model_info(settings)
+    assert info is not None and info.name == "m1" and info.members == 1
+    assert info.confusion == CONFUSION and info.metrics == {"accuracy": 0.91}
+    assert confusion_from_metrics({"confusion": [[1, 2], [3, 4]]}) is None
