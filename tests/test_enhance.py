@@ -12,6 +12,7 @@ from chromowatch.enhance import (
     linear,
     normalise_mean_std,
     paint_outside_mask,
+    restain,
 )
 from chromowatch.records import BBox, Crop
 from chromowatch.settings import EnhanceSettings
@@ -106,3 +107,22 @@ def test_enhance_crop_without_mask_erases_the_small_edge_piece() -> None:
     out = enhance_crop(bare, EnhanceSettings())
     assert (out[0:6, 0:5] == 255).all()  # 30 px < 8% of 1200 px, touching the edge
     assert out[20, 14].mean() < 200
+
+
+def test_restain_keeps_darkness_and_sets_the_hue() -> None:
+    img = np.full((10, 10, 3), 100, np.uint8)
+    img[0, 0] = (56, 35, 80)  # bluish purple: 44, 65, 20 darker than the glass, 43 on average
+    out = restain(img, (1.0, 1.0, 1.0))
+    assert out[0, 0].tolist() == [57, 57, 57]
+    assert (out[5, 5] == 100).all()  # glass stays glass
+    tinted = restain(img, (1.0, 2.0, 0.0))  # normalised to mean 1: 1, 2, 0
+    assert tinted[0, 0].tolist() == [57, 14, 100]
+
+
+def test_enhance_crop_without_stain_is_the_papers_step() -> None:
+    crop = _rod_crop(with_neighbour=False)
+    settings = EnhanceSettings(stain=None)
+    expected = erase_edge_objects(
+        gamma(linear(normalise_mean_std(crop.rgb, 90.0, 16.0), 3.0, 30.0), 3.0), 0.08
+    )
+    assert (enhance_crop(crop, settings) == expected).all()
