@@ -2,12 +2,12 @@
 
 Steps, each sized by the spread's own chromosomes rather than by absolute pixel counts:
 flatten the background, threshold relative to the chromosomes' typical darkness, cut out
-interphase nuclei (regions much thicker than a chromosome), drop debris, pair separated
-sister chromatids (parallel, close, similar length) into one class C object, split touching
-chromosomes where a watershed can, flag what it cannot, and group the objects into
-metaphases (clusters of chromosomes).
+interphase nuclei (regions much thicker than a chromosome), split objects much larger than
+typical where a rising threshold finds a seam (watershed from the pieces; touching sisters
+are kept together), flag what cannot be split, pair separated sister chromatids (mutually
+nearest, chromatid-like, parallel, of similar size) into one class C object, drop debris,
+and group the objects into metaphases (clusters of chromosomes).
 """
-
 from __future__ import annotations
 
 import logging
