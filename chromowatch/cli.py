@@ -314,6 +314,100 @@ def cmd_demo(args: argparse.Namespace, loaded: LoadedSettings) -> int:
                     offline=args.offline)
 
 
+# -- reports, mail, export --------------------------------------------------------------
+
+
+def _open_existing_store(settings: Settings) -> Any:
+    from chromowatch.store import Store
+
+    if not settings.paths.db.exists():
+        raise UsageError(f"no database at {settings.paths.db} yet",
+                         hint="process some spreads first: chromowatch process PATH --sample NAME")
+    return Store.open(settings.paths.db)
+
+
+def cmd_report(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch import report
+
+    settings = loaded.settings
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    if not formats or set(formats) - set(report.FORMATS):
+        raise UsageError(f"--format {args.format!r}: use html, pdf or html,pdf")
+    model = report.current_model_info(settings)
+    with _open_existing_store(settings) as store:
+        several = len(args.samples) > 1
+        for sample in args.samples:
+            data = report.load_sample(settings, store, sample)
+            control = args.control or report.control_for(settings, sample)
+            label = report.version_label_for(
+                store, sample, report.fingerprint(settings, data, model, control))
+            stem = report.file_stem(sample)
+            if args.out:
+                out = Path(args.out) / stem if several else Path(args.out)
+            else:
+                out = settings.paths.data / "reports" / stem / "on-demand"
+            files = report.write_report(settings, store, sample, out_dir=out, control=control,
+                                        formats=formats, model=model, version_label=label,
+                                        data=data)
+            for path in (files.html, files.pdf):
+                if path is not None:
+                    print(path)
+        if several:
+            out = Path(args.out) if args.out else settings.paths.data / "reports" / "summary"
+            files = report.write_summary(settings, store, args.samples, out_dir=out,
+                                         formats=formats, model=model)
+            for path in (files.html, files.pdf):
+                if path is not None:
+                    print(path)
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    import time
+
+    from chromowatch.deliver import flush_outbox
+
+    settings = loaded.settings
+    with _open_existing_store(settings) as store:
+        if args.retry is not None:
+            revived = store.retry_mail(time.time(), args.retry or None)
+            sent = flush_outbox(settings, store)
+            print(f"{revived} mail(s) retried now, {sent} sent")
+        rows = store.outbox_rows(include_sent=not args.pending)
+    if args.json:
+        _print_json([{**dict(r), "recipients": json.loads(r["recipients"])} for r in rows])
+        return 0
+    if not rows:
+        print("the outbox is empty")
+        return 0
+    for r in rows:
+        when = r["sent_at"] if r["status"] == "sent" else r["next_attempt_at"]
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) if when else "-"
+        what = "sent" if r["status"] == "sent" else "next try" if r["status"] == "pending" \
+            else r["status"]
+        error = f"  ({r['last_error']})" if r["last_error"] and r["status"] != "sent" else ""
+        print(f"{r['id']:>4} {r['sample']} v{r['version']}  {r['status']:<8} "
+              f"tries {r['attempts']}  {what} {stamp}{error}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.export import export
+
+    settings = loaded.settings
+    with _open_existing_store(settings) as store:
+        samples = [args.sample] if args.sample else store.sample_names()
+        if args.out:
+            with open(args.out, "w", encoding="utf-8", newline="") as fh:
+                n = export(settings, store, fh, samples=samples, level=args.level,
+                           fmt=args.format)
+            print(f"wrote {n} {args.level} rows to {args.out}", file=sys.stderr)
+        else:
+            export(settings, store, sys.stdout, samples=samples, level=args.level,
+                   fmt=args.format)
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------
 
 
@@ -389,6 +483,32 @@ def build_parser() -> argparse.ArgumentParser:
     use = msub.add_parser("use", help="make an installed ensemble current")
     use.add_argument("name")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("report", help="render sample reports (HTML, PDF); several samples "
+                       "also give a summary side by side")
+    p.add_argument("samples", nargs="+", metavar="SAMPLE")
+    p.add_argument("--control", metavar="NAME", help="compare with this sample (default: "
+                   "report.controls)")
+    p.add_argument("--format", default="html,pdf", help="html, pdf or html,pdf (default)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: "
+                   "<data_dir>/reports/<sample>/on-demand)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("outbox", help="report mails: list them, retry the unsent now")
+    p.add_argument("--retry", nargs="*", type=int, metavar="ID",
+                   help="make unsent mail due now (all, or these ids) and send")
+    p.add_argument("--pending", action="store_true", help="leave out mail already sent")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_outbox)
+
+    p = sub.add_parser("export", help="per-crop, per-metaphase or per-sample results "
+                       "as CSV or JSON")
+    p.add_argument("--sample", help="one sample (default: all)")
+    p.add_argument("--format", choices=["csv", "json"], required=True)
+    p.add_argument("--level", choices=["crops", "metaphases", "samples"], default="crops",
+                   help="one row per crop (default), metaphase or sample")
+    p.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
