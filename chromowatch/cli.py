@@ -18,10 +18,10 @@ from chromowatch import __version__
 from chromowatch.errors import ChromowatchError, InputImageError, UsageError
 from chromowatch.records import CLASS_NAMES
 from chromowatch.settings import LoadedSettings, Settings, load_settings
+from chromowatch.tables import format_counts_table
 
 if TYPE_CHECKING:
     from chromowatch.classify.ensemble import Ensemble
-    from chromowatch.store import SampleCounts
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +44,15 @@ def _load_ensemble(settings: Settings, name: str | None) -> Ensemble:
     )
 
 
+def _extensions(settings: Settings) -> str:
+    return "(" + ", ".join(settings.ingest.extensions) + ")"
+
+
 def _set_threads(settings: Settings) -> None:
     if settings.classify.threads:
         import torch
 
         torch.set_num_threads(settings.classify.threads)
-
-
-def format_counts_table(rows: Sequence[SampleCounts]) -> str:
-    """The per-sample A/B/C table people read in a terminal."""
-    header = f"{'sample':<24} {'images':>6} {'scored':>6} " + " ".join(
-        f"{c:>14}" for c in CLASS_NAMES
-    ) + f" {'excluded':>8}"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        cells = " ".join(f"{r.counts[c]:>5} ({r.fraction(c):6.1%})" for c in CLASS_NAMES)
-        failed = f"  ({r.failed_images} failed)" if r.failed_images else ""
-        lines.append(f"{r.sample:<24} {r.images:>6} {r.scored:>6} {cells} {r.excluded:>8}{failed}")
-    return "\n".join(lines)
 
 
 # -- config ----------------------------------------------------------------------------
@@ -166,7 +157,7 @@ def cmd_classify(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     files = ingest.list_images([Path(p) for p in args.paths], settings.ingest)
     if not files:
         raise UsageError("no crop images found in " + ", ".join(args.paths),
-                         hint=f"give image files or folders ({', '.join(settings.ingest.extensions)})")
+                         hint="give image files or folders " + _extensions(settings))
     ensemble = _load_ensemble(settings, args.model)
     results = classify_files(files, settings=settings, ensemble=ensemble, enhanced=args.enhanced)
     failed = 0
@@ -204,7 +195,7 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     files = ingest.list_images([Path(p) for p in args.paths], settings.ingest)
     if not files:
         raise UsageError("no images found in " + ", ".join(args.paths),
-                         hint=f"give spread files or folders ({', '.join(settings.ingest.extensions)})")
+                         hint="give spread files or folders " + _extensions(settings))
     ensemble = _load_ensemble(settings, args.model)
     check_model_fits(ensemble)
     results = []
