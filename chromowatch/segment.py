@@ -182,6 +182,7 @@ def _remove_nuclei(
     radius = settings.nucleus_widths * scale.stroke / 2.0
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     core = (dist > radius).astype(np.uint8)
+    _mark_border_runs(mask, core, 2.0 * radius)
     if not core.any():
         return mask, 0
     n_core, _ = cv2.connectedComponents(core, connectivity=8)
@@ -190,6 +191,22 @@ def _remove_nuclei(
     out = mask.copy()
     out[nuclei] = 0
     return out, n_core - 1
+
+
+def _mark_border_runs(mask: np.ndarray, core: np.ndarray, longest: float) -> None:
+    """Mark in `core` the stretches of the image's edge that an object covers for more than
+    `longest` pixels: a nucleus cut by the edge (too shallow for the thickness test), not a
+    chromosome, which crosses the edge with its width."""
+    for line, target in (
+        (mask[0], core[0]),
+        (mask[-1], core[-1]),
+        (mask[:, 0], core[:, 0]),
+        (mask[:, -1], core[:, -1]),
+    ):
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], line.astype(np.int8), [0]))))
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            if stop - start > longest:
+                target[start:stop] = 1
 
 
 def _units(labels: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:

@@ -122,6 +122,17 @@ def test_nuclei_are_left_out() -> None:
         assert b.x + b.w < 520, f"a crop reaches into a nucleus: {b}"
 
 
+def test_a_nucleus_cut_by_the_edge_is_left_out() -> None:
+    """Only a shallow cap of it is in the picture: too thin for the thickness test alone."""
+    rng = np.random.default_rng(0)
+    img = _glass(480, 720, rng)
+    _nucleus(img, 560, 480 + 66, 80, rng)
+    truth = _cluster(img, 60, 60, ["A", "C"] * 8, rng)
+    seg = segment(_finish(img), SegmentSettings())
+    assert len(seg.crops) == len(truth)
+    assert all(c.bbox.y + c.bbox.h < 440 for c in seg.crops)
+
+
 def test_crops_follow_the_contract() -> None:
     rgb, _ = _spread()
     seg = segment(rgb, SegmentSettings())
