@@ -305,6 +305,69 @@ def cmd_demo(args: argparse.Namespace, loaded: LoadedSettings) -> int:
                     offline=args.offline)
 
 
+# -- the daemon ------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.daemon import run_daemon
+
+    return run_daemon(loaded.settings, config=args.config, until_complete=args.until_complete)
+
+
+def cmd_status(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.daemon import collect_status, format_status
+    from chromowatch.store import Store
+
+    settings = loaded.settings
+    if not settings.paths.db.exists():
+        raise UsageError(f"no database at {settings.paths.db} yet",
+                         hint="start the daemon: chromowatch run")
+    with Store.open(settings.paths.db) as store:
+        status = collect_status(settings, store)
+    if args.json:
+        _print_json(status)
+    else:
+        print(format_status(status))
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    import os
+
+    from chromowatch.ledger import Ledger
+    from chromowatch.store import Store
+
+    settings = loaded.settings
+    if bool(args.files) == bool(args.failed):
+        raise UsageError("give FILE... or --failed", hint="chromowatch retry --failed")
+    with Store.open(settings.paths.db) as store:
+        ledger = Ledger(store, settings.daemon)
+        if args.failed:
+            n = ledger.retry(None)
+        else:
+            paths = [os.path.abspath(f) for f in args.files]
+            known = store.ledger_lookup(paths)
+            missing = [p for p in paths if p not in known]
+            if missing:
+                raise UsageError(f"not in the ledger: {', '.join(missing)}",
+                                 hint="`chromowatch status` lists failed and quarantined files")
+            n = ledger.retry(paths)
+    print(f"{n} file(s) queued again; the running daemon picks them up")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.store import Store
+
+    with Store.open(loaded.settings.paths.db) as store:
+        import time
+
+        closed = store.sample_state_close(args.name, "closed by hand", time.time())
+    print(f"sample {args.name} closed; the daemon completes it once its files are processed"
+          if closed else f"sample {args.name} was already closed")
+    return 0
+
+
 # -- reports, mail, export --------------------------------------------------------------
 
 
@@ -474,6 +537,30 @@ def build_parser() -> argparse.ArgumentParser:
     use = msub.add_parser("use", help="make an installed ensemble current")
     use.add_argument("name")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("run", help="the daemon: watch the export folders and process every "
+                       "new spread, once")
+    p.add_argument("--until-complete", action="store_true",
+                   help="exit once every sample is complete and nothing waits, saying where "
+                   "the results are (exit 3 when files were quarantined)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="the daemon's files per state, backlog, throughput, "
+                       "model and sources")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("retry", help="queue failed or quarantined files again")
+    p.add_argument("files", nargs="*", metavar="FILE")
+    p.add_argument("--failed", action="store_true", help="every failed and quarantined file")
+    p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("sample", help="sample commands")
+    ssub = p.add_subparsers(dest="sample_cmd", required=True)
+    close = ssub.add_parser("close", help="mark a sample complete (its report follows once "
+                            "its files are processed)")
+    close.add_argument("name")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("report", help="render sample reports (HTML, PDF); several samples "
                        "also give a summary side by side")

@@ -17,7 +17,7 @@ import numpy as np
 
 from chromowatch import enhance, ingest, segment
 from chromowatch.errors import InputImageError, ModelError
-from chromowatch.records import BBox, Crop, Prediction
+from chromowatch.records import BBox, Crop, Prediction, Spread
 from chromowatch.settings import Settings
 from chromowatch.store import Store, StoredCrop
 
@@ -101,6 +101,115 @@ def write_crop_file(directory: Path, index: int, rgb: np.ndarray) -> str:
     return str(target)
 
 
+@dataclass(frozen=True)
+class PreparedCrop:
+    """An enhanced crop, as the model will see it, with its file already written."""
+
+    index: int
+    bbox: BBox
+    metaphase: int
+    flags: frozenset[str]
+    enhanced: np.ndarray
+    file: str
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A spread after ingest, segment and enhance: the CPU work, which the daemon runs in
+    worker processes. Plain data, so it crosses a process boundary by pickling."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+    width: int
+    height: int
+    metaphases: int
+    note: str | None
+    crops: tuple[PreparedCrop, ...]
+
+
+def prepare_spread(spread: Spread, settings: Settings) -> PreparedImage:
+    """Segment and enhance a decoded spread; its enhanced crops are written under crops/."""
+    seg = segment.segment(spread.rgb, settings.segment)
+    if not seg.crops:
+        log.info("%s: no chromosomes found (%s)", spread.path, seg.note or "no reason given")
+    crop_dir = settings.paths.crops / spread.sha256[:2] / spread.sha256
+    crops = []
+    for crop in seg.crops:
+        image = enhance.enhance_crop(crop, settings.enhance)
+        crops.append(PreparedCrop(crop.index, crop.bbox, crop.metaphase, crop.flags, image,
+                                  write_crop_file(crop_dir, crop.index, image)))
+    return PreparedImage(path=spread.path, sha256=spread.sha256, size_bytes=spread.size_bytes,
+                         width=spread.width, height=spread.height, metaphases=seg.metaphases,
+                         note=seg.note, crops=tuple(crops))
+
+
+def prepare_image(path: Path, settings: Settings) -> PreparedImage:
+    """Ingest, segment and enhance one file; raises InputImageError for a bad file."""
+    return prepare_spread(ingest.read_spread(path, settings.ingest), settings)
+
+
+def _duplicate(store: Store, path: str, sha256: str, width: int, height: int
+               ) -> ImageResult | None:
+    known = store.find_image(sha256)
+    if known is None:
+        return None
+    log.info("%s: already stored as image %d (%s, sample %s); not processed again",
+             path, known["id"], known["path"], known["sample"])
+    return ImageResult(path=path, sample=known["sample"], status="duplicate",
+                       image_id=int(known["id"]), width=width, height=height)
+
+
+def finish_image(
+    prepared: PreparedImage,
+    *,
+    sample: str,
+    settings: Settings,
+    store: Store,
+    ensemble: Ensemble | None = None,
+    predictions: Sequence[Prediction] | None = None,
+    metaphase_label: str | None = None,
+) -> ImageResult:
+    """Classify a prepared spread and commit its results in one transaction.
+
+    The daemon classifies crops of several images in one batch and passes `predictions`;
+    otherwise `ensemble` classifies them here. Content already stored (under any name) is
+    not stored again: the result is a duplicate.
+    """
+    dup = _duplicate(store, prepared.path, prepared.sha256, prepared.width, prepared.height)
+    if dup is not None:
+        return dup
+    if predictions is None:
+        if ensemble is None:
+            raise ValueError("finish_image needs an ensemble or predictions")
+        images = [c.enhanced for c in prepared.crops]
+        predictions = ensemble.predict(images) if images else []
+    results = tuple(
+        CropResult(c.index, c.bbox, c.metaphase, c.flags, pred, c.file)
+        for c, pred in zip(prepared.crops, predictions, strict=True)
+    )
+    image_id = store.save_image(
+        path=prepared.path,
+        sample=sample,
+        sha256=prepared.sha256,
+        size=prepared.size_bytes,
+        width=prepared.width,
+        height=prepared.height,
+        metaphases=prepared.metaphases,
+        note=prepared.note,
+        metaphase_label=metaphase_label,
+        crops=[
+            StoredCrop(r.index, r.bbox, r.metaphase, r.flags, r.file, r.prediction)
+            for r in results
+        ],
+    )
+    log.info("%s: image %d, %d crops, %d metaphase(s)", prepared.path, image_id, len(results),
+             prepared.metaphases)
+    return ImageResult(path=prepared.path, sample=sample, status="done", image_id=image_id,
+                       width=prepared.width, height=prepared.height, crops=results,
+                       note=prepared.note)
+
+
 def process_file(
     path: Path,
     *,
@@ -124,47 +233,11 @@ def process_file(
                              sha256=None)
         return ImageResult(path=str(path), sample=sample, status="failed", error=str(exc))
 
-    known = store.find_image(spread.sha256)
-    if known is not None:
-        log.info("%s: already stored as image %d (%s, sample %s); not processed again",
-                 path, known["id"], known["path"], known["sample"])
-        return ImageResult(path=str(path), sample=known["sample"], status="duplicate",
-                           image_id=int(known["id"]), width=spread.width, height=spread.height)
-
-    seg = segment.segment(spread.rgb, settings.segment)
-    if not seg.crops:
-        log.info("%s: no chromosomes found (%s)", path, seg.note or "no reason given")
-    enhanced = [enhance.enhance_crop(crop, settings.enhance) for crop in seg.crops]
-    predictions = ensemble.predict(enhanced) if enhanced else []
-
-    crop_dir = settings.paths.crops / spread.sha256[:2] / spread.sha256
-    results = tuple(
-        _crop_result(crop, pred, write_crop_file(crop_dir, crop.index, image))
-        for crop, pred, image in zip(seg.crops, predictions, enhanced, strict=True)
-    )
-    image_id = store.save_image(
-        path=str(path),
-        sample=sample,
-        sha256=spread.sha256,
-        size=spread.size_bytes,
-        width=spread.width,
-        height=spread.height,
-        metaphases=seg.metaphases,
-        note=seg.note,
-        metaphase_label=metaphase_label,
-        crops=[
-            StoredCrop(r.index, r.bbox, r.metaphase, r.flags, r.file, r.prediction)
-            for r in results
-        ],
-    )
-    log.info("%s: image %d, %d crops, %d metaphase(s)", path, image_id, len(results),
-             seg.metaphases)
-    return ImageResult(path=str(path), sample=sample, status="done", image_id=image_id,
-                       width=spread.width, height=spread.height, crops=results, note=seg.note)
-
-
-def _crop_result(crop: Crop, prediction: Prediction, file: str) -> CropResult:
-    return CropResult(crop.index, crop.bbox, crop.metaphase, crop.flags, prediction, file)
+    dup = _duplicate(store, str(path), spread.sha256, spread.width, spread.height)
+    if dup is not None:
+        return dup
+    return finish_image(prepare_spread(spread, settings), sample=sample, settings=settings,
+                        store=store, ensemble=ensemble, metaphase_label=metaphase_label)
 
 
 def classify_files(

@@ -40,8 +40,9 @@ class Notifier:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.connect(address)
-                sock.sendall("\n".join(lines).encode())
-        except OSError as exc:  # systemd gone or socket unreachable: never fatal
+                # never block the supervisor: a full socket drops the message
+                sock.send("\n".join(lines).encode(), socket.MSG_DONTWAIT)
+        except OSError as exc:  # systemd gone, socket unreachable or full: never fatal
             log.debug("sd_notify %s failed: %s", lines, exc)
             return False
         return True
