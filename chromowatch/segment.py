@@ -292,12 +292,12 @@ def _pair_chromatids(
 ) -> list[list[int]]:
     """Group separated sister chromatids two by two; every other unit stays alone.
 
-    Sisters are each other's nearest neighbour, both peaked like a single chromatid, of
-    nearly the same length and area, roughly parallel, side by side rather than end to end,
-    and close (the gap measured in their own thickness). Best pairs are taken first.
+    Sisters are each other's nearest neighbour and score as sisters (`_sister_score`: alike
+    in size, close for their thickness, parallel side by side); best pairs are taken first.
     """
     thin = _thin_limit(units, scale)
     reach = settings.pair_max_gap * scale.stroke
+    candidates: list[tuple[float, int, int]] = []
     gaps: dict[tuple[int, int], float] = {}
     nearest: dict[int, tuple[float, int]] = {}
     for i, a in enumerate(units):
@@ -316,16 +316,12 @@ def _pair_chromatids(
                 nearest[i] = (gap, j)
             if gap < nearest.get(j, (math.inf, -1))[0]:
                 nearest[j] = (gap, i)
-    candidates: list[tuple[float, int, int]] = []
     for (i, j), gap in gaps.items():
         if nearest[i][1] != j or nearest[j][1] != i:
             continue
-        a, b = units[i], units[j]
-        if gap > settings.pair_max_gap * (a.thickness + b.thickness) / 2:
-            continue
-        score = _sister_score(a, b, thin, settings)
+        score = _sister_score(units[i], units[j], gap, thin, settings)
         if score is not None:
-            candidates.append((score + gap / max(a.thickness, 1.0), i, j))
+            candidates.append((score, i, j))
     candidates.sort()
     used: set[int] = set()
     groups: list[list[int]] = []
@@ -355,13 +351,21 @@ def _chromatid_like(unit: Unit, thin: float, settings: SegmentSettings) -> bool:
     return unit.flatness <= settings.chromatid_flatness or unit.thickness <= thin
 
 
-def _sister_score(a: Unit, b: Unit, thin: float, settings: SegmentSettings) -> float | None:
+def _sister_score(
+    a: Unit, b: Unit, gap: float | None, thin: float, settings: SegmentSettings
+) -> float | None:
     """How unlike two sister chromatids a and b are (lower is likelier); None: not sisters.
 
-    Both like one chromatid (a peaked profile, or as thin as the spread's thin mode), nearly
-    the same length and area, roughly parallel, and side by side rather than end to end.
+    Sisters are copies of one chromatid: nearly the same area and length, close (`gap`
+    measured in their own thickness; None: the two touch), roughly parallel and side by side
+    rather than end to end. Both must look like one chromatid (a peaked profile, or as thin as
+    the spread's thin mode), unless, for two apart, the geometry alone is unmistakable:
+    parallel, fully side by side, of the same size and close. (Two touching pieces that are
+    not chromatid-like are rather two whole chromosomes pressed together.)
     """
-    if not (_chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings)):
+    thickness = max((a.thickness + b.thickness) / 2, 1.0)
+    rel_gap = max(gap, 0.0) / thickness if gap is not None else 0.0
+    if rel_gap > settings.pair_max_gap:
         return None
     ratio = min(a.length, b.length) / max(a.length, b.length)
     area_ratio = min(a.area, b.area) / max(a.area, b.area)
@@ -375,10 +379,21 @@ def _sister_score(a: Unit, b: Unit, thin: float, settings: SegmentSettings) -> f
     ux, uy = math.cos(mean_angle), math.sin(mean_angle)
     pa, pb = a.cx * ux + a.cy * uy, b.cx * ux + b.cy * uy
     half_a, half_b = a.length / 2, b.length / 2
-    overlap = min(pa + half_a, pb + half_b) - max(pa - half_a, pb - half_b)
-    if overlap < 0.3 * min(a.length, b.length):
+    overlap = (min(pa + half_a, pb + half_b) - max(pa - half_a, pb - half_b)) / min(
+        a.length, b.length
+    )
+    if overlap < 0.3:
         return None
-    return diff + (1 - ratio)
+    chromatids = _chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings)
+    unmistakable = (
+        diff <= math.radians(12.0)
+        and overlap >= 0.7
+        and min(ratio, area_ratio) >= 0.8
+        and rel_gap <= 0.8
+    )
+    if not (chromatids or (unmistakable and gap is not None)):
+        return None
+    return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + diff / math.pi
 
 
 def _mean_angle(a: float, b: float) -> float:
@@ -418,7 +433,8 @@ def _split_touching(
             window == unit.label, values, scale, 0.3 * typical, settings.split_max_level
         )
         pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
-        if len(pieces) == 2 and _sister_score(pieces[0], pieces[1], thin, settings) is not None:
+        pair = len(pieces) == 2
+        if pair and _sister_score(pieces[0], pieces[1], None, thin, settings) is not None:
             pieces = []  # one class C pair whose sisters touch: keep it whole
         if not pieces:
             if unit.area > settings.touching_area * typical:
