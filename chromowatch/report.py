@@ -59,7 +59,9 @@ BOX_COLOURS_BGR = {  # the chart colours, for OpenCV drawing on spread thumbnail
     "C": (0, 94, 213),
     None: (150, 150, 150),
 }
-OVERLAY_WIDTH = 420
+OVERLAY_WIDTH = 640  # pixels of a spread thumbnail, at most
+OVERLAY_HEIGHT = 480
+OVERLAY_MARGIN = 40  # spread pixels around the chromosomes' region
 
 
 # -- the model ---------------------------------------------------------------------------
@@ -332,7 +334,8 @@ def gallery(data: SampleData, settings: Settings, assets: Path) -> dict[str, Any
 
 
 def overlays(data: SampleData, settings: Settings, assets: Path) -> list[dict[str, Any]]:
-    """Thumbnails of the spreads with each crop's box in its class colour."""
+    """Thumbnails of the spreads, cut to the region holding chromosomes (so they are big
+    enough to see), with each crop's box in its class colour."""
     import cv2
 
     by_image: dict[int, list[CropView]] = {}
@@ -347,17 +350,29 @@ def overlays(data: SampleData, settings: Settings, assets: Path) -> list[dict[st
             out.append({"name": name, "src": None, "crops": im["crops"],
                         "note": "the spread's file is no longer readable"})
             continue
-        scale = OVERLAY_WIDTH / picture.shape[1]
-        thumb = cv2.resize(picture, (OVERLAY_WIDTH, max(1, round(picture.shape[0] * scale))),
+        views = by_image.get(int(im["id"]), [])
+        height, width = picture.shape[:2]
+        x0, y0, x1, y1 = 0, 0, width, height
+        if views:
+            margin = OVERLAY_MARGIN
+            x0 = max(0, min(v.bbox[0] for v in views) - margin)
+            y0 = max(0, min(v.bbox[1] for v in views) - margin)
+            x1 = min(width, max(v.bbox[0] + v.bbox[2] for v in views) + margin)
+            y1 = min(height, max(v.bbox[1] + v.bbox[3] for v in views) + margin)
+        region = picture[y0:y1, x0:x1]
+        scale = min(OVERLAY_WIDTH / region.shape[1], OVERLAY_HEIGHT / region.shape[0])
+        thumb = cv2.resize(region, (max(1, round(region.shape[1] * scale)),
+                                    max(1, round(region.shape[0] * scale))),
                            interpolation=cv2.INTER_AREA)
-        for v in by_image.get(int(im["id"]), []):
+        for v in views:
             x, y, w, h = v.bbox
-            p1 = (int(x * scale), int(y * scale))
-            p2 = (int((x + w) * scale), int((y + h) * scale))
+            p1 = (int((x - x0) * scale), int((y - y0) * scale))
+            p2 = (int((x + w - x0) * scale), int((y + h - y0) * scale))
             cv2.rectangle(thumb, p1, p2, BOX_COLOURS_BGR.get(v.counted_as, (150, 150, 150)), 2)
         target = assets / f"spread-{im['id']}.png"
         cv2.imwrite(str(target), thumb)
-        out.append({"name": name, "src": f"assets/{target.name}", "crops": im["crops"],
+        shown = "" if (x0, y0, x1, y1) == (0, 0, width, height) else " (the chromosomes' region)"
+        out.append({"name": name + shown, "src": f"assets/{target.name}", "crops": im["crops"],
                     "note": None})
     return out
 
