@@ -34,9 +34,13 @@ ENHANCEMENT_IKEMOTO2023 = "ikemoto2023"  # the paper's step 2, white background
 ENHANCEMENT_NONE = "none"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Bundle:
-    """Weights of one model with the preprocessing and class order its outputs assume."""
+    """Weights of one model with the preprocessing and class order its outputs assume.
+
+    Two bundles are equal when their description and weights digest are: tensors have no
+    single truth value, so the generated dataclass equality cannot compare them.
+    """
 
     arch: str
     state_dict: Mapping[str, torch.Tensor] = field(repr=False)
@@ -48,6 +52,17 @@ class Bundle:
     meta: Mapping[str, str] = field(default_factory=dict)
     # Where it was read from, for error messages; not saved.
     origin: str = field(default="<memory>", compare=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Bundle):
+            return NotImplemented
+        return self._described() == other._described()
+
+    def _described(self) -> tuple[object, ...]:
+        return (
+            self.arch, self.class_names, self.input_size, self.mean, self.std,
+            self.enhancement, dict(self.meta), self.weights_sha256,
+        )  # fmt: skip
 
     @cached_property
     def weights_sha256(self) -> str:

@@ -1,0 +1,155 @@
+"""Ensemble inference: mean of softmax, class order, preprocessing shared and exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_classify_bundle import make_bundle
+from torchvision import transforms
+
+from chromowatch.classify.architectures import load_weights
+from chromowatch.classify.bundle import Bundle
+from chromowatch.classify.ensemble import Ensemble
+from chromowatch.errors import ModelError
+from chromowatch.records import CLASS_NAMES
+
+
+def crops(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        h, w = rng.integers(20, 130, size=2)
+        out.append(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
+    return out
+
+
+def reference_probs(bundle: Bundle, images: list[np.ndarray]) -> np.ndarray:
+    """The plain torchvision way: PIL, Resize, ToTensor, Normalize, model, softmax."""
+    tf = transforms.Compose(
+        [
+            transforms.Resize(bundle.input_size),
+            transforms.ToTensor(),
+            transforms.Normalize(bundle.mean, bundle.std),
+        ]
+    )
+    model = load_weights(bundle.arch, bundle.state_dict, 3, origin="ref")
+    x = torch.stack([tf(Image.fromarray(img)) for img in images])
+    with torch.inference_mode():
+        probs = torch.softmax(model(x), dim=1).numpy()
+    order = [bundle.class_names.index(c) for c in CLASS_NAMES]
+    return probs[:, order]  # type: ignore[no-any-return]
+
+
+def test_mean_of_member_softmax_matches_plain_torchvision() -> None:
+    bundles = [make_bundle(1), make_bundle(2, class_names=("C", "A", "B"), input_size=(48, 40))]
+    images = crops(7)
+    ensemble = Ensemble("t", [("one", bundles[0]), ("two", bundles[1])], device="cpu")
+    predictions = ensemble.predict(images)
+    refs = [reference_probs(b, images) for b in bundles]
+    for i, pred in enumerate(predictions):
+        np.testing.assert_allclose(pred.member_probs["one"], refs[0][i], atol=1e-5)
+        np.testing.assert_allclose(pred.member_probs["two"], refs[1][i], atol=1e-5)
+        mean = (refs[0][i] + refs[1][i]) / 2
+        np.testing.assert_allclose([pred.probs[c] for c in CLASS_NAMES], mean, atol=1e-5)
+        assert pred.label == CLASS_NAMES[int(np.argmax(mean))]
+        assert abs(sum(pred.probs.values()) - 1) < 1e-5
+        assert pred.model_version == ensemble.version
+        assert pred.confidence == max(pred.probs.values())
+
+
+def test_preprocessing_equals_torchvision_resize_on_pil() -> None:
+    bundle = make_bundle(3, input_size=(224, 224))
+    ensemble = Ensemble("t", [("m", bundle)], device="cpu")
+    big = np.random.default_rng(9).integers(0, 256, size=(300, 260, 3), dtype=np.uint8)
+    images = [*crops(5, seed=4), big]  # and one that is scaled down
+    tf = transforms.Compose(
+        [transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize(
+            bundle.mean, bundle.std)]
+    )  # fmt: skip
+    expected = torch.stack([tf(Image.fromarray(img)) for img in images])
+    got = ensemble._prepare(ensemble._groups[0], images)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-6), float((got - expected).abs().max())
+
+
+def test_members_with_equal_preprocessing_share_one_resize(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    members = [
+        ("a", make_bundle(1)),
+        ("b", make_bundle(2)),
+        ("c", make_bundle(3, input_size=(32, 32))),
+    ]
+    ensemble = Ensemble("t", members, device="cpu")
+    calls = []
+    original = Image.Image.resize
+
+    def counting(self: Image.Image, size: tuple[int, int], *args: object) -> Image.Image:
+        calls.append(size)
+        return original(self, size, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", counting)
+    ensemble.predict(crops(4))
+    assert sorted(calls) == [(32, 32)] * 4 + [(64, 64)] * 4
+
+
+def test_batch_size_does_not_change_results() -> None:
+    members = [("a", make_bundle(1)), ("b", make_bundle(2))]
+    images = crops(11, seed=5)
+    small = Ensemble("t", members, device="cpu", batch_size=3).predict_proba(images)
+    large = Ensemble("t", members, device="cpu", batch_size=64).predict_proba(images)
+    np.testing.assert_allclose(small[0], large[0], atol=1e-5)
+    np.testing.assert_allclose(small[1], large[1], atol=1e-5)
+
+
+def test_grey_images_and_empty_input() -> None:
+    ensemble = Ensemble("t", [("a", make_bundle(1))], device="cpu")
+    grey = np.full((30, 40), 120, np.uint8)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    p_grey, p_1ch, p_rgb = ensemble.predict([grey, grey[:, :, None], rgb])
+    assert p_grey.probs == p_rgb.probs == p_1ch.probs
+    assert ensemble.predict([]) == []
+    with pytest.raises(ValueError, match="uint8"):
+        ensemble.predict([rgb.astype(np.float32)])
+    with pytest.raises(ValueError, match="HxWx3"):
+        ensemble.predict([np.zeros((5, 5, 4), np.uint8)])
+
+
+def test_members_must_agree_on_enhancement() -> None:
+    members = [("a", make_bundle(1)), ("b", make_bundle(2, enhancement="none"))]
+    with pytest.raises(ModelError, match="different enhancements"):
+        Ensemble("t", members, device="cpu")
+
+
+def test_members_must_predict_a_b_c() -> None:
+    with pytest.raises(ModelError, match=r"predicts classes \['A', 'B', 'X'\]"):
+        Ensemble("t", [("a", make_bundle(1, class_names=("A", "B", "X")))], device="cpu")
+
+
+def test_version_is_stable_and_follows_the_weights() -> None:
+    one = Ensemble("t", [("a", make_bundle(1))], device="cpu")
+    again = Ensemble("t", [("renamed", make_bundle(1))], device="cpu")
+    other = Ensemble("t", [("a", make_bundle(2))], device="cpu")
+    assert one.version == again.version
+    assert one.version != other.version
+    assert one.version.startswith("t-")
+    assert one.enhancement == "ikemoto2023"
+    assert one.member_names == ("a",)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA refusal")
+def test_cuda_without_cuda_is_a_model_error() -> None:
+    with pytest.raises(ModelError, match="CUDA is not available"):
+        Ensemble("t", [("a", make_bundle(1))], device="cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_agrees_with_cpu() -> None:
+    members = [("a", make_bundle(1)), ("b", make_bundle(2, arch="squeezenet1_1",
+                                                          input_size=(224, 224)))]
+    images = crops(20)
+    cpu, _ = Ensemble("t", members, device="cpu").predict_proba(images)
+    gpu, _ = Ensemble("t", members, device="cuda").predict_proba(images)
+    assert np.abs(cpu - gpu).max() < 0.05
