@@ -369,8 +369,9 @@ def overlays(data: SampleData, settings: Settings, assets: Path) -> list[dict[st
             p1 = (int((x - x0) * scale), int((y - y0) * scale))
             p2 = (int((x + w - x0) * scale), int((y + h - y0) * scale))
             cv2.rectangle(thumb, p1, p2, BOX_COLOURS_BGR.get(v.counted_as, (150, 150, 150)), 2)
-        target = assets / f"spread-{im['id']}.png"
-        cv2.imwrite(str(target), thumb)
+        # JPEG: weasyprint embeds it as is, where a PNG is decoded and compressed again.
+        target = assets / f"spread-{im['id']}.jpg"
+        cv2.imwrite(str(target), thumb, [cv2.IMWRITE_JPEG_QUALITY, 88])
         shown = "" if (x0, y0, x1, y1) == (0, 0, width, height) else " (the chromosomes' region)"
         out.append({"name": name + shown, "src": f"assets/{target.name}", "crops": im["crops"],
                     "note": None})
