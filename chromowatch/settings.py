@@ -26,6 +26,8 @@ from chromowatch.errors import ConfigError
 ENV_PREFIX = "CHROMOWATCH_"
 ENV_DELIMITER = "__"
 CONFIG_ENV = "CHROMOWATCH_CONFIG"
+# Keys whose values `config show` never prints.
+SECRET_KEYS = frozenset({"password"})
 
 
 def default_config_path() -> Path:
@@ -609,7 +611,7 @@ def generate_example() -> str:
     current = None
     for section, key, default, description in iter_fields():
         if section != current:
-            doc = (Settings.model_fields[section].annotation.__doc__ or "").strip()  # type: ignore[union-attr]
+            doc = (Settings.model_fields[section].annotation.__doc__ or "").strip()
             lines.append("")
             lines.append(f"[{section}]")
             if doc and not doc.startswith("Usage docs"):
@@ -635,5 +637,7 @@ def effective_values(loaded: LoadedSettings) -> list[tuple[str, Any, str]]:
             value, source = derived[key], "default (derived)"
         if isinstance(value, Path):
             value = str(value)
+        if key in SECRET_KEYS and value:
+            value = "********"
         rows.append((f"{section}.{key}", value, source))
     return rows

@@ -97,3 +97,11 @@ def test_config_show_lists_sources(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^enhance\.mean += 90\.0 +# default$", out, re.M)
+
+
+def test_config_show_hides_passwords(monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CHROMOWATCH_MAIL__PASSWORD", "hunter2")
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "mail.password" in out
