@@ -3,10 +3,11 @@
 Steps, each sized by the spread's own chromosomes rather than by absolute pixel counts:
 flatten the background, threshold relative to the chromosomes' typical darkness, cut out
 interphase nuclei (regions much thicker than a chromosome), split objects much larger than
-typical where a rising threshold finds a seam (watershed from the pieces; touching sisters
-are kept together), flag what cannot be split, pair separated sister chromatids (mutually
-nearest, chromatid-like, parallel, of similar size) into one class C object, drop debris,
-and group the objects into metaphases (clusters of chromosomes).
+typical where a rising threshold finds a seam (watershed from the pieces) or else between
+two deep notches of the outline into chromosome-sized pieces (touching sisters are kept
+together), flag what cannot be split, pair separated sister chromatids (mutually nearest,
+chromatid-like or unmistakably side by side, parallel, of similar size) into one class C
+object, drop debris, and group the objects into metaphases (clusters of chromosomes).
 """
 from __future__ import annotations
 
@@ -429,13 +430,16 @@ def _split_touching(
             continue
         window = labels[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
         values = dark[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
-        local = _watershed_split(
-            window == unit.label, values, scale, 0.3 * typical, settings.split_max_level
-        )
-        pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
-        pair = len(pieces) == 2
-        if pair and _sister_score(pieces[0], pieces[1], None, thin, settings) is not None:
-            pieces = []  # one class C pair whose sisters touch: keep it whole
+        own = window == unit.label
+        pieces: list[Unit] = []
+        for split in (_watershed_split, _concavity_split):
+            local = split(own, values, scale, typical, settings)
+            pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
+            notched = split is _concavity_split
+            if len(pieces) == 2 and _touching_sisters(pieces, notched, thin, settings):
+                pieces = []  # one class C pair whose sisters touch: keep it whole
+            if pieces:
+                break
         if not pieces:
             if unit.area > settings.touching_area * typical:
                 touching_labels.add(unit.label)
@@ -457,15 +461,39 @@ def _split_touching(
     return out, touching
 
 
+def _touching_sisters(
+    pieces: list[Unit], at_notches: bool, thin: float, settings: SegmentSettings
+) -> bool:
+    """Whether two touching pieces of one object are rather one pair of sister chromatids.
+
+    Side by side like sisters (`_sister_score`), or, for pieces cut at notches, two equal
+    chromatid-like pieces meeting at a point: sisters splayed apart from one end.
+    """
+    a, b = pieces
+    if _sister_score(a, b, None, thin, settings) is not None:
+        return True
+    return (
+        at_notches
+        and _chromatid_like(a, thin, settings)
+        and _chromatid_like(b, thin, settings)
+        and min(a.area, b.area) >= 0.8 * max(a.area, b.area)
+    )
+
+
 def _watershed_split(
-    own: np.ndarray, values: np.ndarray, scale: Scale, min_piece: float, max_level: float
+    own: np.ndarray,
+    values: np.ndarray,
+    scale: Scale,
+    typical: float,
+    settings: SegmentSettings,
 ) -> np.ndarray | None:
     """Pieces 1..k of one object (`own`), or None when no rising threshold separates it."""
+    min_piece = 0.3 * typical
     import cv2
 
     step = 0.05 * scale.peak
     level = scale.threshold + step
-    while level < max_level * scale.peak:
+    while level < settings.split_max_level * scale.peak:
         seeds = ((values > level) & own).astype(np.uint8)
         n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(seeds, connectivity=8)
         big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_piece]
@@ -481,6 +509,81 @@ def _watershed_split(
         if not big:
             return None
         level += step
+    return None
+
+
+def _concavity_split(
+    own: np.ndarray,
+    values: np.ndarray,
+    scale: Scale,
+    typical: float,
+    settings: SegmentSettings,
+) -> np.ndarray | None:
+    """Pieces of one object cut along its best neck, or None when it has none.
+
+    Where no fainter seam separates two touching chromosomes, their joint outline still has
+    notches (concavities at least `split_notch_depth` strokes deep). The cut joins two
+    notches along a chord that is short for their depth, at most `split_max_cut` strokes
+    long and inside the object, and must leave pieces of a whole chromosome's size (each at
+    least 0.6 typical objects, the smaller at least half the larger): cutting an arm off
+    one chromosome (a class B cross, say) leaves an arm, much smaller than the rest.
+    """
+    import cv2
+
+    min_piece = 0.6 * typical
+    padded = cv2.copyMakeBorder(own.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    contour = max(contours, key=len)
+    if len(contour) < 8:
+        return None
+    try:
+        hull = cv2.convexHull(contour, returnPoints=False)
+        defects = cv2.convexityDefects(contour, hull)
+    except cv2.error:
+        return None
+    if defects is None:
+        return None
+    min_depth = settings.split_notch_depth * scale.stroke
+    notches = [
+        (contour[f][0] - 1, d / 256.0, f)
+        for _, _, f, d in defects.reshape(-1, 4)
+        if d / 256.0 >= min_depth
+    ]
+    if len(notches) < 2:
+        return None
+    max_cut = settings.split_max_cut * scale.stroke
+    cuts = []
+    for i, (p, dp, fp) in enumerate(notches):
+        for q, dq, fq in notches[i + 1 :]:
+            length = float(np.hypot(*(p - q)))
+            if length > max_cut or min(abs(fp - fq), len(contour) - abs(fp - fq)) < length:
+                continue
+            cuts.append((length / (dp + dq), tuple(int(v) for v in p), tuple(int(v) for v in q)))
+    cuts.sort()
+    for _, p, q in cuts[:4]:
+        steps = max(2, int(math.hypot(p[0] - q[0], p[1] - q[1])) + 1)
+        xs = np.linspace(p[0], q[0], steps).round().astype(int)
+        ys = np.linspace(p[1], q[1], steps).round().astype(int)
+        if own[ys, xs].mean() < 0.8:
+            continue  # the chord leaves the object: no neck
+        cut = own.astype(np.uint8)
+        cv2.line(cut, p, q, 0, 2)
+        n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(cut, connectivity=4)
+        big = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_piece]
+        if len(big) < 2:
+            continue
+        areas = sorted(int(stats[k, cv2.CC_STAT_AREA]) for k in big)
+        if areas[0] < 0.5 * areas[-1]:
+            continue
+        markers = np.zeros(own.shape, np.int32)
+        for k, piece in enumerate(big, start=1):
+            markers[seed_labels == piece] = k
+        relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
+        cv2.watershed(relief, markers)
+        markers[~own | (markers < 0)] = 0
+        return markers
     return None
 
 

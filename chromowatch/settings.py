@@ -149,6 +149,17 @@ class SegmentSettings(Section):
         description="A seam darker than this share of the typical peak darkness is not one "
         "between two chromosomes (it is a centromere or an overlap): no split there.",
     )
+    split_notch_depth: float = Field(
+        0.8,
+        gt=0,
+        description="Where no seam separates a large object, it is cut between two notches of "
+        "its outline at least this many stroke widths deep (pieces must be chromosome-sized).",
+    )
+    split_max_cut: float = Field(
+        1.5,
+        ge=0,
+        description="Longest cut between two notches, in stroke widths (0: no notch cuts).",
+    )
     touching_area: float = Field(
         2.4,
         gt=1,

@@ -301,3 +301,21 @@ def test_touching_chromosomes_are_split_or_flagged() -> None:
     for box in touching:
         best = max(seg.crops, key=lambda c: c.bbox.iou(box))
         assert best.bbox.iou(box) >= 0.5 or "touching" in best.flags
+
+
+def test_a_chromosome_touching_another_end_on_is_cut_at_the_notches() -> None:
+    """A T: one rod's end against another's side, one object with no fainter seam between."""
+    split = 0
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        img = _glass(480, 720, rng)
+        _cluster(img, 60, 60, ["A", "C"] * 6, rng)
+        bar = _draw(img, "A", 480, 300, 0.0, 44, 5.0)
+        stem = _draw(img, "A", 480, 330, math.pi / 2, 44, 5.0)
+        seg = segment(_finish(img), SegmentSettings())
+        best = [max(seg.crops, key=lambda c: c.bbox.iou(box)) for box in (bar, stem)]
+        if all(c.bbox.iou(box) >= 0.5 for c, box in zip(best, (bar, stem), strict=True)):
+            split += 1
+        else:
+            assert any("touching" in c.flags for c in best)
+    assert split >= 2
