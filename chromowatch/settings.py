@@ -12,12 +12,12 @@ Each section is a pydantic model; add a key by adding a field with a description
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -74,7 +74,9 @@ class PathsSettings(Section):
 
 class IngestSettings(Section):
     max_pixels: int = Field(
-        150_000_000, gt=0, description="Refuse images with more pixels than this (decompression bombs)."
+        150_000_000,
+        gt=0,
+        description="Refuse images with more pixels than this (decompression bombs).",
     )
     max_file_mb: float = Field(1024.0, gt=0, description="Refuse files larger than this many MiB.")
     extensions: list[str] = Field(
@@ -644,7 +646,11 @@ def effective_values(loaded: LoadedSettings) -> list[tuple[str, Any, str]]:
         value = getattr(getattr(s, section), key)
         source = loaded.source_of(section, key)
         if section == "paths" and value is None:
-            derived = {"data_dir": s.paths.data, "models_dir": s.paths.models, "database": s.paths.db}
+            derived = {
+                "data_dir": s.paths.data,
+                "models_dir": s.paths.models,
+                "database": s.paths.db,
+            }
             value, source = derived[key], "default (derived)"
         if isinstance(value, Path):
             value = str(value)

@@ -111,7 +111,7 @@ def test_pixel_limit_is_checked_before_decoding(tmp_path: Path) -> None:
 def test_file_size_limit(tmp_path: Path) -> None:
     path = _write(tmp_path / "big.png", np.random.default_rng(1).integers(
         0, 255, (300, 300), dtype=np.uint8))
-    with pytest.raises(InputImageError, match="ingest.max_file_mb"):
+    with pytest.raises(InputImageError, match=r"ingest\.max_file_mb"):
         read_spread(path, IngestSettings(max_file_mb=0.01))
 
 

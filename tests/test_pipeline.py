@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chromowatch.cli import main
 from chromowatch.classify.library import ModelLibrary
+from chromowatch.cli import main
 from chromowatch.pipeline import process_file
 from chromowatch.settings import Settings
 from chromowatch.store import Store
