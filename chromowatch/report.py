@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from importlib.resources import files
 from pathlib import Path
@@ -528,7 +528,7 @@ def build_context(
     return {
         "sample": data.name,
         "version_label": version_label,
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "chromowatch_version": __version__,
         "stats": stats,
         "rows": summary_rows(stats, adjusted),
@@ -639,7 +639,7 @@ def write_summary(
     context = {
         "samples": rows,
         "chart_svg": _svg_markup(chart),
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "chromowatch_version": __version__,
         "model": model,
         "correction_available": model is not None and model.confusion is not None,
