@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -593,15 +594,15 @@ def test_retrain_failure_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_last_due_before_finds_the_missed_night() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from apscheduler.triggers.cron import CronTrigger
 
     from chromowatch.daemon import last_due_before
 
     trigger = CronTrigger.from_crontab("0 2 * * *", timezone="UTC")
-    now = datetime(2026, 3, 10, 1, 0, tzinfo=timezone.utc)
-    assert last_due_before(trigger, now) == datetime(2026, 3, 9, 2, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 10, 1, 0, tzinfo=UTC)
+    assert last_due_before(trigger, now) == datetime(2026, 3, 9, 2, 0, tzinfo=UTC)
 
 
 def test_systemd_unit_verifies() -> None:
