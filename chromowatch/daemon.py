@@ -593,7 +593,8 @@ class Daemon:
 
     def _start_scheduler(self) -> None:
         sched = self.settings.schedule
-        if not sched.retrain:
+        if not sched.retrain or self.until_complete:
+            # A run-to-completion (the demo, a one-off backlog) is not the service: no nightly job.
             return
         from apscheduler.schedulers.background import BackgroundScheduler
         from apscheduler.triggers.cron import CronTrigger

@@ -61,49 +61,28 @@ def ensure_model(settings: Settings, *, models_from: Path | None, offline: bool)
 
 def run_demo(settings: Settings, *, spreads: int, models_from: Path | None,
              offline: bool) -> int:
+    """Install or bootstrap a model, fill the daemon's inbox with generated samples marked
+    complete, and run the daemon until every sample is processed and reported."""
     from chromowatch.bootstrap import is_demonstration
-    from chromowatch.classify.library import ModelLibrary
-    from chromowatch.pipeline import check_model_fits, process_file
-    from chromowatch.progress import Progress
-    from chromowatch.store import Store
+    from chromowatch.daemon import run_daemon
     from chromowatch.synth import write_dataset
-    from chromowatch.tables import format_counts_table
+    from chromowatch.watch import watch_roots
 
     name = ensure_model(settings, models_from=models_from, offline=offline)
-    library = ModelLibrary(settings.paths.models)
-    ensemble = library.load_ensemble(name, device=settings.classify.device,
-                                     batch_size=settings.classify.batch_size)
-    check_model_fits(ensemble)
-
-    inbox = settings.paths.data / "demo" / "inbox"
+    inbox = watch_roots(settings)[0]
     if not any(inbox.glob("*/images/*.png")):
         print(f"generating {DEMO_SAMPLES} samples x {spreads} synthetic spreads in {inbox} ...")
         write_dataset(inbox, samples=DEMO_SAMPLES, spreads=spreads, seed=DEMO_SEED)
-    samples = sorted(p.parent.name for p in inbox.glob("*/images"))
-    with Store.open(settings.paths.db) as store:
-        for sample in samples:
-            files = sorted((inbox / sample / "images").glob("*.png"))
-            progress = Progress(len(files), sample)
-            for path in files:
-                result = process_file(path, sample=f"demo-{sample}", settings=settings,
-                                      store=store, ensemble=ensemble)
-                progress.advance(f"{len(result.crops)} crops")
-            progress.close()
-        counts = store.sample_counts()
-    demo_rows = [c for c in counts if c.sample.startswith("demo-")]
-    print()
-    print(f"model: {ensemble.version}")
-    print(format_counts_table(demo_rows))
-    print()
-    print(f"results:  {settings.paths.db}  (chromowatch results)")
-    print(f"crops:    {settings.paths.crops}")
-    print(f"spreads:  {inbox}")
-    if is_demonstration(ensemble.name):
+    for sample in sorted(p for p in inbox.iterdir() if p.is_dir()):
+        (sample / settings.samples.markers[0]).touch()
+    code = run_daemon(settings, until_complete=True)
+    if is_demonstration(name):
         print("\n*** DEMONSTRATION: the model was trained on generated spreads, not on expert "
               "labels. These numbers show the pipeline working; they are not a measurement. "
               "Install the published models with `chromowatch models fetch ikemoto2023 "
               "[--from DIR]`. ***")
     else:
         print("\nNote: the spreads are synthetic, so these numbers show the pipeline working, "
-              "not a biological result. Point `chromowatch process` at real spreads.")
-    return 0
+              "not a biological result. Put real spreads in a sample folder under "
+              f"{inbox} and run `chromowatch run`.")
+    return code
