@@ -679,6 +679,12 @@ def on_sample_complete(settings: Settings, store: Store, sample: str) -> None:
     when a sample completes and when its labels or the current model change."""
     from chromowatch.deliver import compose
 
+    if sample not in store.sample_names():
+        # Every file of this sample had the content of another sample's file: stored once,
+        # under the first sample, so this one has nothing of its own to report.
+        log.warning("sample %s completed with no images of its own (its files duplicate "
+                    "other samples' files); no report", sample)
+        return
     data = load_sample(settings, store, sample)
     model = current_model_info(settings)
     control = control_for(settings, sample)

@@ -22,7 +22,8 @@ def test_offline_demo_bootstraps_and_says_so(tmp_path: Path, monkeypatch: pytest
     assert main(["demo", "--offline", "--spreads", "1"]) == 0
     out = capsys.readouterr().out
     assert "DEMONSTRATION" in out
-    assert "demo-synthetic-01" in out and "demo-synthetic-02" in out
+    assert "synthetic-01" in out and "synthetic-02" in out
+    assert "all samples complete (2)" in out
     assert main(["results", "--json"]) == 0
 
 

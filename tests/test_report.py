@@ -187,3 +187,9 @@ def test_model_info_from_the_installed_manifest(tmp_path: Path) -> None:
     assert info is not None and info.name == "m1" and info.members == 1
     assert info.confusion == CONFUSION and info.metrics == {"accuracy": 0.91}
     assert confusion_from_metrics({"confusion": [[1, 2], [3, 4]]}) is None
+
+
+def test_sample_with_only_duplicate_files_gets_no_report(filled: tuple[Settings, Store]) -> None:
+    settings, store = filled
+    on_sample_complete(settings, store, "copies-of-ddx11")  # never stored: its files were dups
+    assert store.latest_report("copies-of-ddx11") is None
