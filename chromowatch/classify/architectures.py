@@ -35,9 +35,6 @@ class ArchSpec:
     input_size: tuple[int, int]
     # Parameter-name prefixes trained when fine-tuning; ("",) means every parameter.
     later_blocks: tuple[str, ...]
-    # On the CPU, channels_last is 3-5x faster for SqueezeNet and MobileNetV2 (oneDNN)
-    # but slower for DenseNet's many concatenations; measured in benchmarks/classify.py.
-    cpu_channels_last: bool = True
 
 
 class TinyCNN(nn.Module):
@@ -87,7 +84,6 @@ def _specs() -> Iterator[ArchSpec]:
             "features.denseblock3", "features.transition3",
             "features.denseblock4", "features.norm5", "classifier",
         ),
-        cpu_channels_last=False,
     )  # fmt: skip
     yield ArchSpec("vgg19", _tv("vgg19"), s224, ("classifier",))
     # transform_input=False: inputs are ImageNet-normalised like every other member;

@@ -4,7 +4,8 @@ Members that share preprocessing (input size, mean, std) share one resized, norm
 batch, so the 30 published SqueezeNets resize each crop once, not 30 times. The resize is
 PIL's bilinear resize, i.e. exactly torchvision's `Resize((h, w))` on a PIL image, which is
 what the published models were trained and evaluated with (tests measure the agreement).
-On CUDA the models run in bf16 autocast and channels_last; on the CPU in fp32.
+On CUDA the models run in bf16 autocast, on the CPU in fp32; channels_last on both (on this
+CPU it took 35-70% off SqueezeNet, MobileNetV2 and DenseNet161 times; see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from chromowatch.classify.architectures import get_spec, load_weights
+from chromowatch.classify.architectures import load_weights
 from chromowatch.classify.bundle import Bundle
 from chromowatch.errors import ModelError
 from chromowatch.records import CLASS_NAMES, Prediction
@@ -49,7 +50,6 @@ class _Member:
     name: str
     model: nn.Module
     order: list[int]  # member output column for each of CLASS_NAMES
-    channels_last: bool
 
 
 @dataclass(frozen=True)
@@ -70,15 +70,12 @@ def _class_order(bundle: Bundle) -> list[int]:
     return [bundle.class_names.index(name) for name in CLASS_NAMES]
 
 
-def _build(bundle: Bundle, device: torch.device) -> tuple[nn.Module, bool]:
-    """The member's network on `device`, in the memory format that is fastest there."""
-    spec = get_spec(bundle.arch)
+def _build(bundle: Bundle, device: torch.device) -> nn.Module:
+    """The member's network on `device`, channels_last (NHWC), ready for inference."""
     model = load_weights(
         bundle.arch, bundle.state_dict, len(bundle.class_names), origin=bundle.origin
     )
-    channels_last = device.type == "cuda" or spec.cpu_channels_last
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return model.to(device=device).to(memory_format=fmt).eval(), channels_last
+    return model.to(device=device).to(memory_format=torch.channels_last).eval()
 
 
 def ensemble_version(name: str, bundles: Sequence[Bundle]) -> str:
@@ -131,8 +128,7 @@ class Ensemble:
         keys: dict[tuple[object, ...], list[int]] = {}
         for index, (member_name, bundle) in enumerate(members):
             order = _class_order(bundle)
-            model, channels_last = _build(bundle, self.device)
-            self._members.append(_Member(member_name, model, order, channels_last))
+            self._members.append(_Member(member_name, _build(bundle, self.device), order))
             keys.setdefault(bundle.preprocessing_key, []).append(index)
         self._groups: list[_Group] = []
         for indices in keys.values():
@@ -181,15 +177,8 @@ class Ensemble:
 
     def _run_group(self, group: _Group, chunk: list[np.ndarray], out: np.ndarray) -> None:
         batch = self._prepare(group, chunk)
-        contiguous: torch.Tensor | None = None
         for index in group.members:
-            member = self._members[index]
-            if member.channels_last:
-                x = batch
-            else:
-                contiguous = batch.contiguous() if contiguous is None else contiguous
-                x = contiguous
-            out[index] = self._forward(member, x)
+            out[index] = self._forward(self._members[index], batch)
 
     def _prepare(self, group: _Group, chunk: list[np.ndarray]) -> torch.Tensor:
         """PIL resize (== torchvision Resize on PIL), then ToTensor + Normalize per batch."""

@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +67,7 @@ class EnsembleInfo:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _check_name(name: str, what: str) -> None:
@@ -316,6 +316,56 @@ class ModelLibrary:
             bundle = load_bundle(path, expected_sha256=str(member["sha256"]))
             members.append((str(member["name"]), bundle))
         return Ensemble(resolved, members, device=device, batch_size=batch_size)
+
+
+    # -- promotion, rollback, old versions (chromowatch.training) -----------------------
+
+    def promote(self, name: str) -> str | None:
+        """Make `name` current after loading it completely (every member's sha256, weights
+        and architecture checked): a corrupt or incomplete ensemble is refused with a
+        ModelError and the current one stays. Returns the previous current name."""
+        resolved = self.resolve(name)
+        self.load_ensemble(resolved, device="cpu")  # raises on any problem
+        try:
+            before = self.current_name()
+        except ModelError:
+            before = None
+        self.set_current(resolved)
+        return before
+
+    def rollback(self) -> str:
+        """Make the previous ensemble current again (checked like `promote`); returns it."""
+        previous = self.previous_name()
+        if previous is None:
+            raise ModelError(f"no previous ensemble is recorded in {self.current_file}",
+                             hint="`chromowatch models use NAME` chooses one by name")
+        self.promote(previous)
+        return previous
+
+    def prune(self, keep: int, *, is_version: Any = None) -> list[str]:
+        """Remove all but the newest `keep` versioned ensembles (those `is_version(info)`
+        says are versions; default: every ensemble) and the bundles only they used. The
+        current and previous ensembles are always kept. Returns the removed names."""
+        try:
+            protected = {self.current_name(), self.previous_name()}
+        except ModelError:
+            return []  # unsure what is in use: remove nothing
+        infos = self.list_ensembles()
+        versions = [i for i in infos if is_version is None or is_version(i)]
+        versions.sort(key=lambda i: (i.created, i.name), reverse=True)
+        doomed = [i for i in versions[keep:] if i.name not in protected]
+        if not doomed:
+            return []
+        doomed_names = {i.name for i in doomed}
+        still_used = {m for i in infos if i.name not in doomed_names for m in i.members}
+        for info in doomed:
+            info.path.unlink(missing_ok=True)
+            for member in info.members:
+                if member not in still_used:
+                    self.bundle_path(member).unlink(missing_ok=True)
+                    self.bundle_path(member).with_suffix(".json").unlink(missing_ok=True)
+            log.info("removed old ensemble %s", info.name)
+        return sorted(doomed_names)
 
 
 def describe_library(library: ModelLibrary) -> list[dict[str, Any]]:
