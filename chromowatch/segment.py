@@ -23,6 +23,11 @@ from chromowatch.settings import SegmentSettings
 
 log = logging.getLogger(__name__)
 
+#: A unit whose length is under this many of its thicknesses has no measurable axis.
+COMPACT_ELONGATION = 2.0
+#: A unit thinner than this share of the spread's stroke width is one chromatid at most.
+CHROMATID_WIDTH = 0.95
+
 #: Box colours (RGB) of the overlay, by class; unlabelled crops are yellow, flagged magenta.
 CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
     "A": (40, 170, 60),
@@ -295,8 +300,12 @@ def _pair_chromatids(
 
     Sisters are each other's nearest neighbour and score as sisters (`_sister_score`: alike
     in size, close for their thickness, parallel side by side); best pairs are taken first.
+    Two tiny units (under half the typical object, hardly longer than wide, thinner than the
+    spread's stroke: one short chromatid each) have no axis to compare, so their angle is
+    not tested: a short pair splayed or lying end to end stays one object, not two specks.
     """
     thin = _thin_limit(units, scale)
+    small = 0.5 * _typical_area([u for u in units if u.area >= scale.stroke * scale.stroke])
     reach = settings.pair_max_gap * scale.stroke
     candidates: list[tuple[float, int, int]] = []
     gaps: dict[tuple[int, int], float] = {}
@@ -320,7 +329,13 @@ def _pair_chromatids(
     for (i, j), gap in gaps.items():
         if nearest[i][1] != j or nearest[j][1] != i:
             continue
-        score = _sister_score(units[i], units[j], gap, thin, settings)
+        tiny = all(
+            u.area < small
+            and u.elongation < COMPACT_ELONGATION
+            and u.thickness < CHROMATID_WIDTH * scale.stroke
+            for u in (units[i], units[j])
+        )
+        score = _sister_score(units[i], units[j], gap, thin, settings, tiny)
         if score is not None:
             candidates.append((score, i, j))
     candidates.sort()
@@ -353,7 +368,12 @@ def _chromatid_like(unit: Unit, thin: float, settings: SegmentSettings) -> bool:
 
 
 def _sister_score(
-    a: Unit, b: Unit, gap: float | None, thin: float, settings: SegmentSettings
+    a: Unit,
+    b: Unit,
+    gap: float | None,
+    thin: float,
+    settings: SegmentSettings,
+    tiny: bool = False,
 ) -> float | None:
     """How unlike two sister chromatids a and b are (lower is likelier); None: not sisters.
 
@@ -374,6 +394,12 @@ def _sister_score(
         return None
     diff = abs(a.angle - b.angle)
     diff = min(diff, math.pi - diff)
+    if tiny:
+        # Tiny, hardly longer than wide: their axes (so angle and side-by-side-ness) are
+        # not measurable; alike, close and chromatid-like is all there is to go by.
+        if _chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings):
+            return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + 0.5
+        return None
     if diff > math.radians(settings.pair_max_angle):
         return None
     mean_angle = _mean_angle(a.angle, b.angle)
@@ -505,7 +531,7 @@ def _watershed_split(
             relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
             cv2.watershed(relief, markers)
             markers[~own | (markers < 0)] = 0
-            return markers
+            return _drop_fragments(markers, len(big))
         if not big:
             return None
         level += step
@@ -583,8 +609,25 @@ def _concavity_split(
         relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
         cv2.watershed(relief, markers)
         markers[~own | (markers < 0)] = 0
-        return markers
+        return _drop_fragments(markers, len(big))
     return None
+
+
+def _drop_fragments(markers: np.ndarray, count: int) -> np.ndarray:
+    """Keep only the largest connected part of each watershed piece 1..count.
+
+    A watershed can leave a piece a few stray pixels cut off from its body (across another
+    piece's rim); kept, they would stretch that piece's box far beyond the chromosome.
+    """
+    import cv2
+
+    for k in range(1, count + 1):
+        piece = (markers == k).astype(np.uint8)
+        n, parts, stats, _ = cv2.connectedComponentsWithStats(piece, connectivity=8)
+        if n > 2:
+            body = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+            markers[(parts > 0) & (parts != body)] = 0
+    return markers
 
 
 def _metaphases(

@@ -319,3 +319,36 @@ def test_a_chromosome_touching_another_end_on_is_cut_at_the_notches() -> None:
         else:
             assert any("touching" in c.flags for c in best)
     assert split >= 2
+
+
+def test_a_short_sister_pair_splayed_apart_stays_one_object() -> None:
+    """Two short chromatids, each too small to count alone, at 70 degrees: one class C crop."""
+    found = 0
+    for seed in (0, 2):
+        rng = np.random.default_rng(seed)
+        img = _glass(480, 720, rng)
+        _cluster(img, 60, 60, ["A", "C"] * 6, rng, offset=8.0)
+        mark = np.zeros(img.shape[:2], np.uint8)
+        for layer in (img, mark):
+            _rod(layer, 500, 300, 0.2, 10, 3)
+            _rod(layer, 511, 292, 0.2 + math.radians(70), 10, 3)
+        pair = BBox(*cv2.boundingRect(mark))
+        seg = segment(_finish(img), SegmentSettings())
+        best = max(seg.crops, key=lambda c: c.bbox.iou(pair))
+        if best.bbox.iou(pair) >= 0.5:
+            found += 1
+        assert not any(c.bbox.x > 480 and c.bbox.iou(pair) < 0.5 for c in seg.crops)
+    assert found == 2
+
+
+def test_watershed_pieces_keep_only_their_body() -> None:
+    """A stray pixel of a piece beyond its neighbour would stretch the piece's box."""
+    from chromowatch.segment import _drop_fragments
+
+    markers = np.zeros((20, 30), np.int32)
+    markers[2:8, 2:12] = 1
+    markers[2:8, 14:28] = 2
+    markers[18, 29] = 1  # cut off from piece 1's body
+    out = _drop_fragments(markers.copy(), 2)
+    assert out[18, 29] == 0
+    assert (out[2:8, 2:12] == 1).all() and (out[2:8, 14:28] == 2).all()
