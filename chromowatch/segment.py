@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 COMPACT_ELONGATION = 2.0
 #: A unit thinner than this share of the spread's stroke width is one chromatid at most.
 CHROMATID_WIDTH = 0.95
+#: Notches this share of `split_notch_depth` deep may end a cut (with a deep one opposite)
+#: when both pieces are single rods (`ROD_WIDTH`): two rods touching end to side or in a V.
+SHALLOW_NOTCH = 0.4
+#: A rod's mean width (area over axis length) is at most this many of its ridge widths.
+ROD_WIDTH = 1.1
 
 #: Box colours (RGB) of the overlay, by class; unlabelled crops are yellow, flagged magenta.
 CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -575,7 +580,7 @@ def _concavity_split(
     notches = [
         (contour[f][0] - 1, d / 256.0, f)
         for _, _, f, d in defects.reshape(-1, 4)
-        if d / 256.0 >= min_depth
+        if d / 256.0 >= SHALLOW_NOTCH * min_depth
     ]
     if len(notches) < 2:
         return None
@@ -586,9 +591,14 @@ def _concavity_split(
             length = float(np.hypot(*(p - q)))
             if length > max_cut or min(abs(fp - fq), len(contour) - abs(fp - fq)) < length:
                 continue
-            cuts.append((length / (dp + dq), tuple(int(v) for v in p), tuple(int(v) for v in q)))
+            if dp + dq < 2 * min_depth:
+                continue
+            shallow = min(dp, dq) < min_depth
+            cuts.append(
+                (length / (dp + dq), tuple(int(v) for v in p), tuple(int(v) for v in q), shallow)
+            )
     cuts.sort()
-    for _, p, q in cuts[:4]:
+    for _, p, q, shallow in cuts[:4]:
         steps = max(2, int(math.hypot(p[0] - q[0], p[1] - q[1])) + 1)
         xs = np.linspace(p[0], q[0], steps).round().astype(int)
         ys = np.linspace(p[1], q[1], steps).round().astype(int)
@@ -609,8 +619,32 @@ def _concavity_split(
         relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
         cv2.watershed(relief, markers)
         markers[~own | (markers < 0)] = 0
-        return _drop_fragments(markers, len(big))
+        markers = _drop_fragments(markers, len(big))
+        if shallow and not all(_rod_like(markers == k) for k in range(1, len(big) + 1)):
+            continue
+        return markers
     return None
+
+
+def _rod_like(piece: np.ndarray) -> bool:
+    """Whether a piece is one rod: at least twice as long as wide, and its mean width (area
+    over axis length) no more than about its ridge width; a V or an X is wider on average
+    than along its ridge, a blob is short."""
+    import cv2
+
+    mask = piece.astype(np.uint8)
+    area = int(mask.sum())
+    if area == 0:
+        return False
+    ys, xs = np.nonzero(mask)
+    cov = np.cov(np.vstack([xs, ys]).astype(np.float64)) if area > 2 else np.eye(2)
+    length = max(math.sqrt(12.0 * float(np.linalg.eigvalsh(cov)[-1])), 1.0)
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+    ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist >= 1.0)
+    if not ridge.any():
+        return False
+    width = 2.0 * float(np.median(dist[ridge]))
+    return length >= 2.0 * width and area / length <= ROD_WIDTH * width
 
 
 def _drop_fragments(markers: np.ndarray, count: int) -> np.ndarray:

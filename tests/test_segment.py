@@ -352,3 +352,16 @@ def test_watershed_pieces_keep_only_their_body() -> None:
     out = _drop_fragments(markers.copy(), 2)
     assert out[18, 29] == 0
     assert (out[2:8, 2:12] == 1).all() and (out[2:8, 14:28] == 2).all()
+
+
+def test_rod_like_tells_one_rod_from_a_v_or_a_blob() -> None:
+    """The check that lets a cut end at a shallow notch: both pieces must be single rods."""
+    from chromowatch.segment import _rod_like
+
+    canvas = np.zeros((80, 80), np.uint8)
+    rod = cv2.line(canvas.copy(), (10, 40), (70, 30), 1, 9)
+    bent = cv2.line(cv2.line(canvas.copy(), (10, 60), (40, 15), 1, 9), (40, 15), (70, 60), 1, 9)
+    blob = cv2.circle(canvas.copy(), (40, 40), 20, 1, -1)
+    assert _rod_like(rod > 0)
+    assert not _rod_like(bent > 0)
+    assert not _rod_like(blob > 0)
