@@ -4,7 +4,7 @@ Steps, each sized by the spread's own chromosomes rather than by absolute pixel 
 flatten the background, threshold relative to the chromosomes' typical darkness, cut out
 interphase nuclei (regions much thicker than a chromosome), split objects much larger than
 typical where a rising threshold finds a seam (watershed from the pieces) or else between
-two deep notches of the outline into chromosome-sized pieces (touching sisters are kept
+two notches of the outline into chromosome-sized pieces (touching sisters are kept
 together), flag what cannot be split, pair separated sister chromatids (mutually nearest,
 chromatid-like or unmistakably side by side, parallel, of similar size) into one class C
 object, drop debris, and group the objects into metaphases (clusters of chromosomes).
@@ -558,6 +558,9 @@ def _concavity_split(
     long and inside the object, and must leave pieces of a whole chromosome's size (each at
     least 0.6 typical objects, the smaller at least half the larger): cutting an arm off
     one chromosome (a class B cross, say) leaves an arm, much smaller than the rest.
+    One of the two notches may be shallow (`SHALLOW_NOTCH`) when the depths add up to two
+    deep ones and both pieces are single rods (`_rod_like`): two rods touching in a V or end
+    to side, not the arms of one cross.
     """
     import cv2
 
