@@ -267,6 +267,15 @@ def cmd_models(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         library.set_current(args.name)
         print(f"current ensemble: {args.name}")
         return 0
+    if args.models_cmd == "promote":
+        before = library.promote(args.name)
+        print(f"current ensemble: {args.name} (was {before})")
+        return 0
+    if args.models_cmd == "rollback":
+        before = library.current_name()
+        now = library.rollback()
+        print(f"current ensemble: {now} (was {before})")
+        return 0
     ensembles = library.list_ensembles()
     current = library.current_name()
     if args.json:
@@ -286,14 +295,70 @@ def cmd_models(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         return 0
     for e in ensembles:
         mark = "*" if e.name == current else " "
-        metrics = ""
-        if e.metrics:
-            metrics = "  " + ", ".join(
-                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in e.metrics.items() if not isinstance(v, dict | list)
-            )
-        print(f"{mark} {e.name:<24} {len(e.members):>3} member(s){metrics}")
+        print(f"{mark} {e.name:<24} {len(e.members):>3} member(s)  {_metrics_line(e.metrics)}")
     print(f"({len(library.list_bundles())} bundles in {library.root}; * = current)")
+    return 0
+
+
+def _metrics_line(metrics: Any) -> str:
+    """Holdout accuracy, per-class recall and fraction error first; other scalars after."""
+    if not metrics:
+        return ""
+    if "holdout_accuracy" in metrics:
+        recall = "/".join(f"{metrics.get(f'recall_{c}') or 0:.2f}" for c in CLASS_NAMES)
+        return (f"holdout acc {metrics['holdout_accuracy']:.3f} (n={metrics.get('n_holdout')}), "
+                f"recall A/B/C {recall}, fraction error {metrics.get('fraction_error_max')}")
+    return ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in metrics.items() if not isinstance(v, dict | list))
+
+
+# -- labels and training ---------------------------------------------------------------
+
+
+def cmd_labels(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.store import Store
+    from chromowatch.training import labels
+
+    settings = loaded.settings
+    with Store.open(settings.paths.db) as store:
+        if args.labels_cmd == "export-csv":
+            if args.out:
+                with open(args.out, "w", encoding="utf-8", newline="") as fh:
+                    n = labels.export_csv(store, fh)
+                print(f"wrote {n} labels to {args.out}", file=sys.stderr)
+            else:
+                labels.export_csv(store, sys.stdout)
+            return 0
+        if args.labels_cmd == "import-folder":
+            summary = labels.import_folder(store, settings, Path(args.folder),
+                                           enhanced=args.enhanced, sample=args.sample,
+                                           who=args.who)
+        elif args.labels_cmd == "import-yolo":
+            summary = labels.import_yolo(store, settings, Path(args.images_dir),
+                                         Path(args.labels_dir), sample=args.sample, who=args.who)
+        else:
+            summary = labels.import_csv(store, Path(args.file), who=args.who)
+    print(summary.line())
+    return EXIT_PARTIAL if summary.skipped else 0
+
+
+def cmd_train(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.training.runner import train
+
+    members = [m.strip() for m in args.members.split(",") if m.strip()] if args.members else None
+    level = "DEBUG" if args.verbose else "ERROR" if args.quiet else loaded.settings.logging.level
+    outcome = train(loaded.settings, base=args.base, members=members, name=args.name,
+                    force=args.force, log_level=level)
+    print(outcome.message)
+    if outcome.result:
+        cand, cur = outcome.result["candidate_holdout"], outcome.result.get("current_holdout")
+        for label, m in ((outcome.candidate, cand), (outcome.result.get("current"), cur)):
+            if m:
+                recall = " ".join(f"{c}={m['recall'][c] if m['recall'][c] is not None else '-'}"
+                                  for c in CLASS_NAMES)
+                print(f"  {label}: holdout accuracy {m['accuracy']} (n={m['n']}), recall "
+                      f"{recall}, fraction error {m['fraction_error_max']}")
+    print(f"current ensemble: {outcome.current}")
     return 0
 
 
@@ -536,7 +601,41 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local copies of SqueezeNet_1..30.pth instead of downloading")
     use = msub.add_parser("use", help="make an installed ensemble current")
     use.add_argument("name")
+    promote = msub.add_parser("promote", help="make an ensemble current after checking that "
+                              "every member loads (a corrupt one is refused)")
+    promote.add_argument("name")
+    msub.add_parser("rollback", help="make the previous ensemble current again")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("labels", help="import and export confirmed labels")
+    lsub = p.add_subparsers(dest="labels_cmd", required=True)
+    lf = lsub.add_parser("import-folder", help="crops sorted into a/, b/, c/ folders")
+    lf.add_argument("folder", metavar="DIR")
+    lf.add_argument("--enhanced", action="store_true",
+                    help="the crops are already enhanced (white background): store as they are")
+    lf.add_argument("--sample", help="sample name (default: the folder's name)")
+    ly = lsub.add_parser("import-yolo", help="spreads with YOLO boxes (class cx cy w h; "
+                         "0=A 1=B 2=C): crops cut from the boxes and enhanced")
+    ly.add_argument("images_dir", metavar="IMAGES_DIR")
+    ly.add_argument("labels_dir", metavar="LABELS_DIR")
+    ly.add_argument("--sample", required=True)
+    lc = lsub.add_parser("import-csv", help="labels (crop_id, class) of a review done elsewhere")
+    lc.add_argument("file", metavar="FILE")
+    for q in (lf, ly, lc):
+        q.add_argument("--who", help="who confirmed the labels (default: the user name)")
+    le = lsub.add_parser("export-csv", help="every confirmed label (crop_id, class, sample, "
+                         "file, source, who, when)")
+    le.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    p.set_defaults(func=cmd_labels)
+
+    p = sub.add_parser("train", help="fine-tune an ensemble on the confirmed labels; promote it "
+                       "only if it beats the current one on the holdout")
+    p.add_argument("--base", metavar="ENSEMBLE", help="start points (default: training.base)")
+    p.add_argument("--members", help="comma-separated architectures, e.g. "
+                   "densenet161,mobilenet_v2,squeezenet1_1 (default: training.members)")
+    p.add_argument("--name", help="the new ensemble's name (default: trained-<UTC time>)")
+    p.add_argument("--force", action="store_true", help="train even if no label changed")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="the daemon: watch the export folders and process every "
                        "new spread, once")

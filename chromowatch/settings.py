@@ -474,6 +474,86 @@ class MetricsSettings(Section):
     interval_s: float = Field(15.0, gt=0, description="How often the metrics file is rewritten.")
 
 
+class TrainingSettings(Section):
+    """Fine-tuning on confirmed labels, evaluation on a fixed holdout, promotion (`train`)."""
+
+    members: list[str] = Field(
+        ["squeezenet1_1", "squeezenet1_1", "squeezenet1_1", "squeezenet1_1"],
+        min_length=1,
+        description="Architectures fine-tuned, one member each (repeat a name for several). "
+        "Start points, in order: a bundle of that architecture in the base ensemble, ImageNet "
+        "weights in torchvision's cache (TORCH_HOME), random initialisation (with a warning).",
+    )
+    base: str = Field(
+        "current", description="Ensemble whose bundles are the start points (\"current\": the "
+        "one in use)."
+    )
+    unfreeze: dict[str, list[str]] = Field(
+        {},
+        description="Parameter-name prefixes trained after the head, per architecture, e.g. "
+        '{squeezenet1_1 = ["features.12", "classifier"]}; unset: the paper\'s later blocks '
+        "(DenseNet161 from Dense Block 2, MobileNetV2 all, ShuffleNetV2 from Stage 3, "
+        "SqueezeNet from Fire8).",
+    )
+    head_epochs: int = Field(
+        1, ge=0, le=100, description="Epochs training only the classifier head first."
+    )
+    max_epochs: int = Field(
+        10, ge=1, le=1000, description="Most epochs with the later blocks unfrozen."
+    )
+    patience: int = Field(
+        3, ge=1, description="Stop after this many epochs without a better validation loss."
+    )
+    batch_size: int = Field(32, ge=2, le=1024, description="Crops per training step.")
+    lr: float = Field(3e-4, gt=0, description="Learning rate (AdamW) of the later blocks.")
+    head_lr: float = Field(1e-3, gt=0, description="Learning rate of the head-only epochs.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    label_smoothing: float = Field(
+        0.05, ge=0, lt=1, description="Label smoothing of the loss (calibration follows)."
+    )
+    holdout_percent: float = Field(
+        20.0, gt=0, lt=100, description="Share of confirmed crops kept for the holdout, chosen "
+        "by hashing each crop's content: stable as labels grow, never trained on."
+    )
+    validation_percent: float = Field(
+        15.0, gt=0, lt=100, description="Share of the rest used for early stopping, member "
+        "choice and calibration (hashed the same way)."
+    )
+    seed: int = Field(0, description="Seed of sampling, augmentation and initialisation.")
+    rotation: bool = Field(True, description="Augment with rotations by any angle.")
+    scale_jitter: float = Field(
+        0.15, ge=0, lt=1, description="Augment: resolution and margin changed by up to this share."
+    )
+    contrast_jitter: float = Field(
+        0.15, ge=0, lt=1,
+        description="Augment: stain darkness, gamma and saturation changed by up to this share.",
+    )
+    promote_margin: float = Field(
+        0.01, ge=0, le=1, description="A candidate must beat the current ensemble's holdout "
+        "accuracy by at least this much to become current."
+    )
+    class_margin: float = Field(
+        0.03, ge=0, le=1,
+        description="A candidate must also lose no class's holdout recall by more than this.",
+    )
+    keep_versions: int = Field(
+        5, ge=1, description="Trained ensembles kept (current and previous always are)."
+    )
+    min_per_class: int = Field(
+        5, ge=1, description="Refuse to train with fewer training crops of any class."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description='Where to train: "auto" uses CUDA when available.'
+    )
+    threads: int = Field(0, ge=0, description="CPU threads for training; 0 lets torch decide.")
+    imagenet_download: bool = Field(
+        True, description="Let torchvision download ImageNet weights missing from its cache."
+    )
+    timeout_hours: float = Field(
+        6.0, gt=0, description="A training subprocess running longer than this is stopped."
+    )
+
+
 class Settings(BaseSettings):
     """All of chromowatch's settings; passed down as one object."""
 
@@ -498,6 +578,7 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)  # type: ignore[arg-type]
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    training: TrainingSettings = Field(default_factory=TrainingSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

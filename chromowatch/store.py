@@ -167,6 +167,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
     """,
+    # 4: training runs (what labels each saw, what came of it) and current labels by crop.
+    """
+    CREATE TABLE training_runs (
+        id                  INTEGER PRIMARY KEY,
+        started_at          REAL NOT NULL,
+        finished_at         REAL NOT NULL,
+        status              TEXT NOT NULL CHECK (status IN ('promoted', 'kept', 'failed')),
+        labels_fingerprint  TEXT NOT NULL,
+        labels              INTEGER NOT NULL,
+        candidate           TEXT,
+        current_before      TEXT,
+        current_after       TEXT,
+        message             TEXT,
+        metrics             TEXT
+    );
+    CREATE INDEX labels_current ON labels(superseded_at, crop_id);
+    """,
 )
 
 
@@ -868,3 +885,169 @@ class Store:
                     [(now, i) for i in ids],
                 )
             return cur.rowcount
+
+    # -- labels import and training (chromowatch.training) ---------------------------------
+
+    def save_labelled_image(
+        self,
+        *,
+        path: str,
+        sample: str,
+        sha256: str,
+        size: int,
+        width: int,
+        height: int,
+        crops: Sequence[tuple[BBox, str, str]],
+        source: str,
+        who: str,
+    ) -> list[int]:
+        """Store an image whose crops come with confirmed labels instead of predictions:
+        (bbox, file, class) each, one transaction. Returns the crop ids in order."""
+        now = time.time()
+        with self.transaction() as conn:
+            sid = self._sample_id(conn, sample)
+            conn.execute("DELETE FROM images WHERE status = 'failed' AND (path = ? OR sha256 = ?)",
+                         (path, sha256))
+            cur = conn.execute(
+                "INSERT INTO images(path, size, sha256, sample_id, status, width, height, "
+                "metaphases, created_at, processed_at) VALUES (?, ?, ?, ?, 'done', ?, ?, 0, ?, ?)",
+                (path, size, sha256, sid, width, height, now, now),
+            )
+            image_id = int(cur.lastrowid or 0)
+            return self._insert_labelled_crops(conn, image_id, 0, crops, source, who, now)
+
+    def add_labelled_crops(
+        self, image_id: int, crops: Sequence[tuple[BBox, str, str]], *, source: str, who: str
+    ) -> list[int]:
+        """Append labelled crops (bbox, file, class) to a stored image; returns their ids."""
+        now = time.time()
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(idx), -1) FROM crops WHERE image_id = ?", (image_id,)
+            ).fetchone()
+            return self._insert_labelled_crops(conn, image_id, int(row[0]) + 1, crops, source,
+                                               who, now)
+
+    def _insert_labelled_crops(
+        self,
+        conn: sqlite3.Connection,
+        image_id: int,
+        first_index: int,
+        crops: Sequence[tuple[BBox, str, str]],
+        source: str,
+        who: str,
+        now: float,
+    ) -> list[int]:
+        ids = []
+        for offset, (bbox, file, cls) in enumerate(crops):
+            if cls not in CLASS_NAMES:
+                raise StoreError(f"unknown class {cls!r}", hint="use A, B or C")
+            cur = conn.execute(
+                "INSERT INTO crops(image_id, idx, x, y, w, h, metaphase, file, flags) "
+                "VALUES (?, ?, ?, ?, ?, ?, -1, ?, '')",
+                (image_id, first_index + offset, bbox.x, bbox.y, bbox.w, bbox.h, file),
+            )
+            crop_id = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO labels(crop_id, class, source, who, created_at) VALUES (?,?,?,?,?)",
+                (crop_id, cls, source, who, now),
+            )
+            ids.append(crop_id)
+        return ids
+
+    def crops_of_image(self, image_id: int) -> list[sqlite3.Row]:
+        """Every crop of an image (with or without predictions) and its confirmed label."""
+        return self._conn.execute(
+            "SELECT c.*, (SELECT l.class FROM labels l WHERE l.crop_id = c.id "
+            "AND l.superseded_at IS NULL) AS confirmed FROM crops c WHERE c.image_id = ? "
+            "ORDER BY c.idx",
+            (image_id,),
+        ).fetchall()
+
+    def set_labels(self, items: Sequence[tuple[int, str]], *, source: str, who: str) -> int:
+        """Confirm many crops' classes in one transaction, keeping history; a crop already
+        confirmed as that class is left alone. Unknown crop ids are a StoreError (nothing is
+        written). Returns how many labels were added or changed."""
+        now = time.time()
+        changed = 0
+        with self.transaction() as conn:
+            for crop_id, cls in items:
+                if cls not in CLASS_NAMES:
+                    raise StoreError(f"crop {crop_id}: unknown class {cls!r}",
+                                     hint="use A, B or C")
+                if conn.execute("SELECT 1 FROM crops WHERE id = ?", (crop_id,)).fetchone() is None:
+                    raise StoreError(f"no crop with id {crop_id} in {self.path}",
+                                     hint="`chromowatch labels export-csv` lists the crop ids")
+                row = conn.execute(
+                    "SELECT class FROM labels WHERE crop_id = ? AND superseded_at IS NULL",
+                    (crop_id,),
+                ).fetchone()
+                if row is not None and row[0] == cls:
+                    continue
+                conn.execute(
+                    "UPDATE labels SET superseded_at = ? "
+                    "WHERE crop_id = ? AND superseded_at IS NULL",
+                    (now, crop_id),
+                )
+                conn.execute(
+                    "INSERT INTO labels(crop_id, class, source, who, created_at) "
+                    "VALUES (?,?,?,?,?)",
+                    (crop_id, cls, source, who, now),
+                )
+                changed += 1
+        return changed
+
+    def current_labels(self) -> list[sqlite3.Row]:
+        """Every crop's confirmed label with its crop file and sample, by crop id."""
+        return self._conn.execute(
+            "SELECT l.crop_id, l.class, l.source, l.who, l.created_at, c.file, c.x, c.y, c.w, "
+            "c.h, i.path AS image_path, s.name AS sample "
+            "FROM labels l JOIN crops c ON c.id = l.crop_id JOIN images i ON i.id = c.image_id "
+            "JOIN samples s ON s.id = i.sample_id "
+            "WHERE l.superseded_at IS NULL ORDER BY l.crop_id"
+        ).fetchall()
+
+    def labels_fingerprint(self) -> tuple[str, int]:
+        """(sha256 over every crop's confirmed class, how many): changes exactly when a label
+        is added or changed, so training can tell that nothing is new."""
+        import hashlib
+
+        h = hashlib.sha256()
+        n = 0
+        for crop_id, cls in self._conn.execute(
+            "SELECT crop_id, class FROM labels WHERE superseded_at IS NULL ORDER BY crop_id"
+        ):
+            h.update(f"{crop_id}:{cls}\n".encode())
+            n += 1
+        return h.hexdigest(), n
+
+    def record_training_run(
+        self,
+        *,
+        started_at: float,
+        status: str,
+        labels_fingerprint: str,
+        labels: int,
+        candidate: str | None,
+        current_before: str | None,
+        current_after: str | None,
+        message: str,
+        metrics: dict[str, object] | None,
+    ) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO training_runs(started_at, finished_at, status, labels_fingerprint, "
+                "labels, candidate, current_before, current_after, message, metrics) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (started_at, time.time(), status, labels_fingerprint, labels, candidate,
+                 current_before, current_after, message,
+                 json.dumps(metrics) if metrics is not None else None),
+            )
+            return int(cur.lastrowid or 0)
+
+    def last_training_run(self, *, completed: bool = False) -> sqlite3.Row | None:
+        """The newest training run; with `completed`, the newest that did not fail."""
+        where = "WHERE status != 'failed' " if completed else ""
+        return self._conn.execute(
+            "SELECT * FROM training_runs " + where + "ORDER BY id DESC LIMIT 1"
+        ).fetchone()

@@ -1,0 +1,13 @@
+"""Confirmed labels in, a fine-tuned ensemble out, promoted only when measurably better.
+
+    labels.py     import (crop folders, YOLO-boxed spreads, CSV) and export of confirmed labels
+    dataset.py    crops in memory, the fixed hashed holdout and validation split, augmentation
+    nets.py       start points, frozen trunks shared between members, fast scoring
+    finetune.py   the training loop (head first, then the later blocks; early stopping)
+    calibrate.py  one temperature for the ensemble, fitted on validation, baked into the weights
+    evaluate.py   holdout metrics, member choice on validation, the promotion rule
+    job.py        the work done in the training subprocess
+    runner.py     `chromowatch train`: nothing new -> nothing done; subprocess; promotion
+
+The package's top level imports no torch; `runner` starts torch only in its subprocess.
+"""

@@ -1,0 +1,114 @@
+"""Scores of an ensemble on labelled crops, and the choice of members (on validation).
+
+`score` gives accuracy, balanced accuracy, per-class recall, the confusion matrix (rows the
+true class A, B, C; columns the predicted class: what reports use to correct fractions),
+per-sample A/B/C fraction errors (what a lab reads), log-loss and calibration error.
+
+`choose_members` follows Table 2 of Matsumoto et al. 2025: every combination of the trained
+members is scored, on the validation split only (the holdout never chooses anything), and
+the most accurate one wins (ties: the lower log-loss).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from chromowatch.records import CLASS_NAMES
+from chromowatch.training.calibrate import ensemble_nll, expected_calibration_error, softmax
+
+
+def score(probs: np.ndarray, labels: np.ndarray, samples: Sequence[str]) -> dict[str, Any]:
+    """Metrics of (N, 3) probabilities against true class indices, per sample too."""
+    n = len(labels)
+    pred = probs.argmax(axis=1) if n else np.zeros(0, np.int64)
+    k = len(CLASS_NAMES)
+    confusion = np.zeros((k, k), np.int64)
+    for t, p in zip(labels, pred, strict=True):
+        confusion[int(t), int(p)] += 1
+    recall = {}
+    for i, c in enumerate(CLASS_NAMES):
+        total = int(confusion[i].sum())
+        recall[c] = round(float(confusion[i, i] / total), 4) if total else None
+    present = [v for v in recall.values() if v is not None]
+    per_sample: dict[str, Any] = {}
+    for sample in sorted(set(samples)):
+        idx = np.array([i for i, s in enumerate(samples) if s == sample])
+        true_f = np.bincount(labels[idx], minlength=k) / len(idx)
+        pred_f = np.bincount(pred[idx], minlength=k) / len(idx)
+        per_sample[sample] = {
+            "n": len(idx),
+            "accuracy": round(float((pred[idx] == labels[idx]).mean()), 4),
+            "true_fractions": {c: round(float(v), 4) for c, v in zip(CLASS_NAMES, true_f,
+                                                                    strict=True)},
+            "predicted_fractions": {c: round(float(v), 4) for c, v in zip(CLASS_NAMES, pred_f,
+                                                                         strict=True)},
+            "fraction_error": round(float(np.abs(true_f - pred_f).max()), 4),
+        }
+    picked = probs[np.arange(n), labels] if n else np.zeros(0)
+    return {
+        "n": n,
+        "accuracy": round(float((pred == labels).mean()), 4) if n else None,
+        "balanced_accuracy": round(float(np.mean(present)), 4) if present else None,
+        "recall": recall,
+        "confusion_matrix": confusion.tolist(),
+        "fraction_error_max": max((s["fraction_error"] for s in per_sample.values()),
+                                  default=None),
+        "per_sample": per_sample,
+        "log_loss": round(float(-np.log(np.clip(picked, 1e-12, None)).mean()), 4) if n else None,
+        "ece": round(expected_calibration_error(probs, labels), 4),
+    }
+
+
+def choose_members(logits: np.ndarray, labels: np.ndarray, max_exhaustive: int = 10
+                   ) -> tuple[list[int], dict[str, float]]:
+    """The member combination with the best validation accuracy (ties: lower log-loss).
+
+    Every combination is tried up to `max_exhaustive` members, greedy forward selection
+    beyond. Returns the member indices and their validation accuracy and log-loss.
+    """
+    m = logits.shape[0]
+    probs = softmax(logits)
+
+    def rank(subset: Sequence[int]) -> tuple[float, float]:
+        mean = probs[list(subset)].mean(axis=0)
+        acc = float((mean.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
+        return acc, -ensemble_nll(logits[list(subset)], labels)
+
+    if m <= max_exhaustive:
+        candidates = (list(c) for r in range(1, m + 1)
+                      for c in itertools.combinations(range(m), r))
+        best = max(candidates, key=rank)
+    else:
+        best = []
+        remaining = list(range(m))
+        while remaining:
+            nxt = max(remaining, key=lambda i: rank([*best, i]))
+            if best and rank([*best, nxt]) <= rank(best):
+                break
+            best.append(nxt)
+            remaining.remove(nxt)
+    acc, neg_nll = rank(best)
+    return sorted(best), {"accuracy": round(acc, 4), "log_loss": round(-neg_nll, 4)}
+
+
+def decide(candidate: dict[str, Any], current: dict[str, Any] | None, *, margin: float,
+           class_margin: float) -> tuple[bool, str]:
+    """Promote only when the candidate beats the current ensemble on the holdout by
+    `margin` in accuracy and loses no class's recall by more than `class_margin`."""
+    if current is None:
+        return True, "no current ensemble to compare with"
+    acc_new, acc_old = candidate["accuracy"] or 0.0, current["accuracy"] or 0.0
+    if acc_new < acc_old + margin:
+        return False, (f"holdout accuracy {acc_new:.4f} does not beat the current "
+                       f"{acc_old:.4f} by the margin {margin:g}")
+    for c in CLASS_NAMES:
+        new, old = candidate["recall"].get(c), current["recall"].get(c)
+        if new is not None and old is not None and new < old - class_margin:
+            return False, (f"class {c} recall {new:.4f} is worse than the current {old:.4f} "
+                           f"by more than {class_margin:g}")
+    return True, (f"holdout accuracy {acc_new:.4f} vs {acc_old:.4f}, no class worse by more "
+                  f"than {class_margin:g}")

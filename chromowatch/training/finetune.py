@@ -1,0 +1,190 @@
+"""Fine-tuning several members at once, as the paper does: transfer learning, then the later
+blocks unfrozen; class-balanced sampling, augmentation, early stopping on validation.
+
+All members see the same augmented batches (one trunk pass per batch for members that share
+a frozen trunk), but each weighs the samples of every batch by its own Poisson(1) draws
+(online bagging, Oza 2005) and starts from its own weights, so the members still differ.
+Each member keeps the weights of its epoch with the lowest validation loss and stops after
+`patience` epochs without improvement. Deterministic for a seed on a given device.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from chromowatch.settings import TrainingSettings
+from chromowatch.training.dataset import Augment, LabelledCrop, augment, balanced_indices, to_batch
+from chromowatch.training.nets import (
+    Net,
+    autocast,
+    forward_groups,
+    head_blocks,
+    later_blocks,
+    set_trainable,
+    train_mode,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MemberState:
+    net: Net
+    optimiser: torch.optim.Optimizer | None = None
+    params: list[nn.Parameter] = field(default_factory=list)
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    best_loss: float = float("inf")
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    active: bool = True
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _phase(states: Sequence[MemberState], *, head: bool, cfg: TrainingSettings,
+           steps: int, unfreeze: dict[str, list[str]]) -> None:
+    for st in states:
+        prefixes = head_blocks(st.net.arch) if head else later_blocks(st.net.arch, unfreeze)
+        params = set_trainable(st.net.model, prefixes)
+        if not params:  # e.g. an unfreeze list naming nothing: train the head at least
+            params = set_trainable(st.net.model, head_blocks(st.net.arch))
+        lr = cfg.head_lr if head else cfg.lr
+        st.params = params
+        st.optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        st.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(st.optimiser, T_max=max(1, steps))
+
+
+def _val_outputs(nets: Sequence[Net], images: Sequence[np.ndarray], device: torch.device,
+                 batch_size: int) -> dict[tuple[object, ...], list[torch.Tensor]]:
+    """Trunk outputs of the validation crops, once: the trunks are frozen."""
+    cache: dict[tuple[object, ...], list[torch.Tensor]] = {}
+    with torch.inference_mode():
+        for key, indices in forward_groups(nets, device).items():
+            first = nets[indices[0]]
+            first.trunk.eval()
+            outs = []
+            for start in range(0, len(images), batch_size):
+                x = to_batch(images[start:start + batch_size], first.input_size, first.mean,
+                             first.std)
+                x = x.to(device).contiguous(memory_format=torch.channels_last)  # type: ignore[attr-defined]
+                with autocast(device):
+                    outs.append(first.trunk(x).float())
+            cache[key] = outs
+    return cache
+
+
+def train_members(
+    nets: Sequence[Net],
+    train: Sequence[LabelledCrop],
+    val: Sequence[LabelledCrop],
+    cfg: TrainingSettings,
+    device: torch.device,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> list[MemberState]:
+    """Fine-tune every net in place (each ends with its best validation weights)."""
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    aug = Augment(cfg.rotation, cfg.scale_jitter, cfg.contrast_jitter)
+    states = [MemberState(net) for net in nets]
+    groups = forward_groups(nets, device)
+    y_train = np.array([c.label for c in train], np.int64)
+    y_val = torch.tensor([c.label for c in val], dtype=torch.long, device=device)
+    val_images = [c.image for c in val]
+    val_cache = _val_outputs(nets, val_images, device, 64)
+    steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
+    unfreeze = dict(cfg.unfreeze)
+    total_epochs = cfg.head_epochs + cfg.max_epochs
+    for epoch in range(total_epochs):
+        head_only = epoch < cfg.head_epochs
+        if epoch == 0 or epoch == cfg.head_epochs:
+            _phase(states, head=head_only, cfg=cfg,
+                   steps=steps * (cfg.head_epochs if head_only else cfg.max_epochs),
+                   unfreeze=unfreeze)
+        active = [st for st in states if st.active]
+        if not active:
+            break
+        started = time.monotonic()
+        for st in active:
+            train_mode(st.net.model)
+        order = balanced_indices(y_train, len(train), rng)
+        bags = rng.poisson(1.0, size=(len(states), len(order))).astype(np.float32)
+        losses = np.zeros(len(states))
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            images = [augment(train[i].image, rng, aug) for i in idx]
+            y = torch.from_numpy(y_train[idx]).to(device)
+            for indices in groups.values():
+                members = [i for i in indices if states[i].active]
+                if not members:
+                    continue
+                first = nets[indices[0]]
+                x = to_batch(images, first.input_size, first.mean, first.std)
+                x = x.to(device).contiguous(memory_format=torch.channels_last)  # type: ignore[attr-defined]
+                with torch.no_grad(), autocast(device):
+                    t = first.trunk(x)
+                for i in members:
+                    st = states[i]
+                    assert st.optimiser is not None and st.scheduler is not None
+                    w = torch.from_numpy(bags[i, start:start + len(idx)]).to(device)
+                    with autocast(device):
+                        logits = st.net.head(t)
+                    per = nn.functional.cross_entropy(logits.float(), y, reduction="none",
+                                                      label_smoothing=cfg.label_smoothing)
+                    loss = (per * w).sum() / w.sum().clamp(min=1.0)
+                    st.optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    # SqueezeNet's logits come out of a ReLU: one big step can kill them all
+                    # (constant output, loss ln 3); clipping keeps fine-tuning out of that.
+                    nn.utils.clip_grad_norm_(st.params, 1.0)
+                    st.optimiser.step()
+                    st.scheduler.step()
+                    losses[i] += float(loss.detach()) * len(idx)
+        # validation, early stopping
+        parts = []
+        for key, indices in groups.items():
+            for i in indices:
+                st = states[i]
+                if not st.active:
+                    continue
+                st.net.model.eval()
+                with torch.inference_mode(), autocast(device):
+                    logits = torch.cat([st.net.head(t) for t in val_cache[key]]).float()
+                val_loss = float(nn.functional.cross_entropy(logits, y_val))
+                val_acc = float((logits.argmax(1) == y_val).float().mean())
+                st.history.append({"epoch": epoch + 1, "train_loss": losses[i] / len(order),
+                                   "val_loss": val_loss, "val_accuracy": val_acc})
+                if val_loss < st.best_loss - 1e-4:
+                    st.best_loss, st.best_epoch = val_loss, epoch + 1
+                    st.best_state = _snapshot(st.net.model)
+                    st.bad_epochs = 0
+                elif not head_only:
+                    st.bad_epochs += 1
+                    if st.bad_epochs >= cfg.patience:
+                        st.active = False
+                stop = "" if st.active else " (stops)"
+                parts.append(f"m{i} loss {losses[i] / len(order):.3f} val {val_loss:.3f} "
+                             f"acc {val_acc:.3f}{stop}")
+        message = (f"epoch {epoch + 1}/{total_epochs} ({'head' if head_only else 'later blocks'}"
+                   f", {time.monotonic() - started:.0f} s): " + "; ".join(parts))
+        log.info("%s", message)
+        if progress is not None:
+            progress(message)
+    for st in states:
+        if st.best_state is not None:
+            st.net.model.load_state_dict(st.best_state)
+        st.net.model.eval()
+        for p in st.net.model.parameters():
+            p.requires_grad_(False)
+    return states

@@ -1,0 +1,288 @@
+"""Confirmed labels in and out: crop folders, YOLO-boxed spreads, CSV.
+
+Every way in ends in the store's labels table (crop, class, source, who, when); relabelling
+a crop supersedes its label and keeps the old one as history, and a crop already confirmed
+as the same class is left alone. Imported crops are stored like the pipeline's own: an
+image row (content sha256, so the same file imported twice, under any name, is one crop),
+crop rows with boxes, and the enhanced crop as PNG under `<data_dir>/crops/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from chromowatch.errors import InputImageError, UsageError
+from chromowatch.records import CLASS_NAMES, BBox, Crop
+from chromowatch.settings import Settings
+from chromowatch.store import Store
+
+log = logging.getLogger(__name__)
+
+YOLO_CLASSES = {0: "A", 1: "B", 2: "C"}
+
+
+def default_who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in a container: still a usable record
+        return "unknown"
+
+
+@dataclass
+class ImportSummary:
+    """What an import did: new crops, labels added or changed, unchanged, skipped files."""
+
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    skipped: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASS_NAMES, 0))
+
+    def line(self) -> str:
+        per_class = ", ".join(f"{c} {n}" for c, n in self.counts.items())
+        skipped = f", {len(self.skipped)} file(s) skipped" if self.skipped else ""
+        return (f"{self.added} new labelled crops, {self.changed} labels changed, "
+                f"{self.unchanged} unchanged ({per_class}){skipped}")
+
+
+def _class_of_folder(name: str) -> str | None:
+    upper = name.strip().upper()
+    return upper if upper in CLASS_NAMES else None
+
+
+def _crop_dir(settings: Settings, sha256: str) -> Path:
+    return settings.paths.crops / sha256[:2] / sha256
+
+
+def _enhanced(rgb: np.ndarray, settings: Settings) -> np.ndarray:
+    from chromowatch.enhance import enhance_crop
+
+    h, w = rgb.shape[:2]
+    return enhance_crop(Crop(index=0, bbox=BBox(0, 0, w, h), rgb=rgb), settings.enhance)
+
+
+def _relabel(store: Store, items: list[tuple[int, str]], summary: ImportSummary, *,
+             source: str, who: str) -> None:
+    changed = store.set_labels(items, source=source, who=who) if items else 0
+    summary.changed += changed
+    summary.unchanged += len(items) - changed
+
+
+def import_folder(
+    store: Store, settings: Settings, folder: Path, *, enhanced: bool, sample: str | None = None,
+    who: str | None = None,
+) -> ImportSummary:
+    """Crops sorted into class folders (a/A, b/B, c/C, any depth below them).
+
+    `enhanced`: the crops already went through the paper's enhancement (white background,
+    like the published crops) and are stored as they are; otherwise they are enhanced here
+    by the pipeline's own step. The sample defaults to the folder's name.
+    """
+    from chromowatch import ingest
+    from chromowatch.pipeline import write_crop_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder", hint="give a folder with a/, b/, c/ inside")
+    classes = {p: c for p in sorted(folder.iterdir()) if p.is_dir()
+               and (c := _class_of_folder(p.name)) is not None}
+    if not classes:
+        raise UsageError(f"{folder} has no class folders",
+                         hint="put the crops of each class in a/ (or A/), b/ and c/")
+    sample = sample or folder.resolve().name
+    who = who or default_who()
+    source = f"import-folder:{folder.resolve()}"
+    summary = ImportSummary()
+    relabel: list[tuple[int, str]] = []
+    for class_dir, cls in classes.items():
+        for path in ingest.list_images([class_dir], settings.ingest):
+            try:
+                crop = ingest.read_spread(path, settings.ingest)
+            except InputImageError as exc:
+                log.warning("skipped %s", exc)
+                summary.skipped.append(str(path))
+                continue
+            rgb, sha256 = crop.rgb, crop.sha256
+            summary.counts[cls] += 1
+            known = store.find_image(sha256)
+            if known is not None:
+                crops = store.crops_of_image(int(known["id"]))
+                if len(crops) == 1:
+                    relabel.append((int(crops[0]["id"]), cls))
+                else:
+                    log.warning("%s: already stored as a spread with %d crops; not imported",
+                                path, len(crops))
+                    summary.skipped.append(str(path))
+                continue
+            image = rgb if enhanced else _enhanced(rgb, settings)
+            file = write_crop_file(_crop_dir(settings, sha256), 0, image)
+            h, w = rgb.shape[:2]
+            store.save_labelled_image(
+                path=str(path.resolve()), sample=sample, sha256=sha256, size=crop.size_bytes,
+                width=w, height=h, crops=[(BBox(0, 0, w, h), file, cls)], source=source,
+                who=who)
+            summary.added += 1
+    _relabel(store, relabel, summary, source=source, who=who)
+    return summary
+
+
+def parse_yolo(text: str, width: int, height: int, *, pad: int = 0,
+               origin: str = "") -> list[tuple[BBox, str]]:
+    """YOLO lines `class cx cy w h` (normalised) -> boxes in pixels (clipped, padded)."""
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            cls_index = int(float(parts[0]))
+            cx, cy, bw, bh = (float(v) for v in parts[1:5])
+            cls = YOLO_CLASSES[cls_index]
+        except (ValueError, KeyError, IndexError):
+            raise UsageError(f"{origin}:{number}: not a YOLO box line: {line.strip()!r}",
+                             hint="expected `class cx cy w h` with class 0 (A), 1 (B) or 2 (C)"
+                             ) from None
+        x0 = max(0, round((cx - bw / 2) * width) - pad)
+        y0 = max(0, round((cy - bh / 2) * height) - pad)
+        x1 = min(width, round((cx + bw / 2) * width) + pad)
+        y1 = min(height, round((cy + bh / 2) * height) + pad)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            log.warning("%s:%d: box too small, skipped", origin, number)
+            continue
+        out.append((BBox(x0, y0, x1 - x0, y1 - y0), cls))
+    return out
+
+
+def import_yolo(
+    store: Store, settings: Settings, images_dir: Path, labels_dir: Path, *, sample: str,
+    who: str | None = None,
+) -> ImportSummary:
+    """Spreads with YOLO box files of the same stem: each box is cut from the spread (with
+    the segmenter's padding) and enhanced by the pipeline's own step.
+
+    A spread already stored (processed before, or imported) keeps its crops: a box that
+    matches one of them (IoU >= 0.5) labels that crop, the others are added as new crops.
+    """
+    from chromowatch import ingest
+    from chromowatch.pipeline import write_crop_file
+
+    images_dir, labels_dir = Path(images_dir), Path(labels_dir)
+    for d in (images_dir, labels_dir):
+        if not d.is_dir():
+            raise UsageError(f"{d} is not a folder")
+    who = who or default_who()
+    source = f"import-yolo:{labels_dir.resolve()}"
+    summary = ImportSummary()
+    pad = settings.segment.pad
+    for path in ingest.list_images([images_dir], settings.ingest):
+        label_file = labels_dir / f"{path.stem}.txt"
+        if not label_file.is_file():
+            log.info("%s: no %s, skipped", path, label_file.name)
+            continue
+        try:
+            spread = ingest.read_spread(path, settings.ingest)
+        except InputImageError as exc:
+            log.warning("skipped %s", exc)
+            summary.skipped.append(str(path))
+            continue
+        boxes = parse_yolo(label_file.read_text(encoding="utf-8"), spread.width, spread.height,
+                           pad=pad, origin=str(label_file))
+        for _, cls in boxes:
+            summary.counts[cls] += 1
+        known = store.find_image(spread.sha256)
+        relabel: list[tuple[int, str]] = []
+        new: list[tuple[BBox, str]] = []
+        first_index = 0
+        if known is not None:
+            existing = store.crops_of_image(int(known["id"]))
+            first_index = max((int(r["idx"]) for r in existing), default=-1) + 1
+            stored = [(int(r["id"]), BBox(r["x"], r["y"], r["w"], r["h"])) for r in existing]
+            for bbox, cls in boxes:
+                best = max(stored, default=None, key=lambda s, b=bbox: b.iou(s[1]))  # type: ignore[misc]
+                if best is not None and bbox.iou(best[1]) >= 0.5:
+                    relabel.append((best[0], cls))
+                else:
+                    new.append((bbox, cls))
+        else:
+            new = boxes
+        crop_dir = _crop_dir(settings, spread.sha256)
+        rows = []
+        for offset, (bbox, cls) in enumerate(new):
+            raw = spread.rgb[bbox.y:bbox.y + bbox.h, bbox.x:bbox.x + bbox.w]
+            image = _enhanced(np.ascontiguousarray(raw), settings)
+            rows.append((bbox, write_crop_file(crop_dir, first_index + offset, image), cls))
+        if known is None:
+            store.save_labelled_image(
+                path=str(path.resolve()), sample=sample, sha256=spread.sha256,
+                size=spread.size_bytes, width=spread.width, height=spread.height, crops=rows,
+                source=source, who=who)
+        elif rows:
+            store.add_labelled_crops(int(known["id"]), rows, source=source, who=who)
+        summary.added += len(rows)
+        _relabel(store, relabel, summary, source=source, who=who)
+        log.info("%s: %d boxes (%d new crops, %d matched stored crops)", path.name, len(boxes),
+                 len(rows), len(relabel))
+    return summary
+
+
+CSV_FIELDS = ("crop_id", "class", "sample", "file", "source", "who", "labelled_at")
+
+
+def export_csv(store: Store, out: TextIO) -> int:
+    """Every confirmed label, one row per crop; returns how many rows."""
+    from datetime import datetime
+
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    rows = store.current_labels()
+    for r in rows:
+        when = datetime.fromtimestamp(r["created_at"], UTC).isoformat(timespec="seconds")
+        writer.writerow([r["crop_id"], r["class"], r["sample"], r["file"], r["source"], r["who"],
+                         when])
+    return len(rows)
+
+
+def read_csv_labels(lines: Iterable[str], origin: str) -> list[tuple[int, str]]:
+    """(crop id, class) pairs from a CSV with a header naming `crop_id` (or `crop`, `id`)
+    and `class` (or `label`); other columns are ignored."""
+    reader = csv.DictReader(lines)
+    fields = {f.strip().lower(): f for f in reader.fieldnames or []}
+    id_col = next((fields[k] for k in ("crop_id", "crop", "id") if k in fields), None)
+    cls_col = next((fields[k] for k in ("class", "label") if k in fields), None)
+    if id_col is None or cls_col is None:
+        raise UsageError(f"{origin}: needs a header with crop_id and class columns",
+                         hint="as written by `chromowatch labels export-csv`")
+    out = []
+    for number, row in enumerate(reader, 2):
+        try:
+            crop_id = int(str(row[id_col]).strip())
+        except (TypeError, ValueError):
+            raise UsageError(f"{origin}:{number}: crop id {row[id_col]!r} is not a number"
+                             ) from None
+        cls = str(row[cls_col] or "").strip().upper()
+        if cls not in CLASS_NAMES:
+            raise UsageError(f"{origin}:{number}: class {row[cls_col]!r} is not A, B or C")
+        out.append((crop_id, cls))
+    return out
+
+
+def import_csv(store: Store, path: Path, *, who: str | None = None) -> ImportSummary:
+    """Labels from a review done elsewhere: all rows are applied, or none (a bad row or an
+    unknown crop id stops the import before anything is written)."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        items = read_csv_labels(fh, str(path))
+    summary = ImportSummary()
+    for _, cls in items:
+        summary.counts[cls] += 1
+    _relabel(store, items, summary, source=f"import-csv:{Path(path).resolve()}",
+             who=who or default_who())
+    return summary
