@@ -4,8 +4,8 @@ Members that share preprocessing (input size, mean, std) share one resized, norm
 batch, so the 30 published SqueezeNets resize each crop once, not 30 times. The resize is
 PIL's bilinear resize, i.e. exactly torchvision's `Resize((h, w))` on a PIL image, which is
 what the published models were trained and evaluated with (tests measure the agreement).
-On CUDA the models run in bf16 autocast, on the CPU in fp32; channels_last on both (on this
-CPU it took 35-70% off SqueezeNet, MobileNetV2 and DenseNet161 times; see BENCHMARKS.md).
+On CUDA the models run in bf16 autocast, on the CPU in fp32; channels_last on both (faster
+with oneDNN for SqueezeNet, MobileNetV2 and DenseNet161; see BENCHMARKS.md).
 """
 
 from __future__ import annotations
