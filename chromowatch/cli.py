@@ -354,10 +354,10 @@ def cmd_train(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         cand, cur = outcome.result["candidate_holdout"], outcome.result.get("current_holdout")
         for label, m in ((outcome.candidate, cand), (outcome.result.get("current"), cur)):
             if m:
-                recall = " ".join(f"{c}={m['recall'][c] if m['recall'][c] is not None else '-'}"
-                                  for c in CLASS_NAMES)
+                recall = " ".join(f"{c}={m['recall'][c]}" for c in CLASS_NAMES)
+                f1 = " ".join(f"{c}={m.get('f1', {}).get(c)}" for c in CLASS_NAMES)
                 print(f"  {label}: holdout accuracy {m['accuracy']} (n={m['n']}), recall "
-                      f"{recall}, fraction error {m['fraction_error_max']}")
+                      f"{recall}, F1 {f1}, fraction error {m['fraction_error_max']}")
     print(f"current ensemble: {outcome.current}")
     return 0
 

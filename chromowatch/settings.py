@@ -496,17 +496,17 @@ class TrainingSettings(Section):
         "SqueezeNet from Fire8).",
     )
     head_epochs: int = Field(
-        1, ge=0, le=100, description="Epochs training only the classifier head first."
+        2, ge=0, le=100, description="Epochs training only the classifier head first."
     )
     max_epochs: int = Field(
-        10, ge=1, le=1000, description="Most epochs with the later blocks unfrozen."
+        14, ge=1, le=1000, description="Most epochs with the later blocks unfrozen."
     )
     patience: int = Field(
-        3, ge=1, description="Stop after this many epochs without a better validation loss."
+        4, ge=1, description="Stop after this many epochs without a better validation loss."
     )
     batch_size: int = Field(32, ge=2, le=1024, description="Crops per training step.")
     lr: float = Field(3e-4, gt=0, description="Learning rate (AdamW) of the later blocks.")
-    head_lr: float = Field(1e-3, gt=0, description="Learning rate of the head-only epochs.")
+    head_lr: float = Field(3e-3, gt=0, description="Learning rate of the head-only epochs.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     label_smoothing: float = Field(
         0.05, ge=0, lt=1, description="Label smoothing of the loss (calibration follows)."
@@ -533,8 +533,9 @@ class TrainingSettings(Section):
         "accuracy by at least this much to become current."
     )
     class_margin: float = Field(
-        0.03, ge=0, le=1,
-        description="A candidate must also lose no class's holdout recall by more than this.",
+        0.05, ge=0, le=1,
+        description="A candidate must also lose no class's holdout F1 (precision and recall "
+        "together) by more than this.",
     )
     keep_versions: int = Field(
         5, ge=1, description="Trained ensembles kept (current and previous always are)."

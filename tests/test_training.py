@@ -219,6 +219,28 @@ def test_promotion_rule() -> None:
     assert decide({"accuracy": 0.1, "recall": {}}, None, margin=0.01, class_margin=0.03)[0]
 
 
+def test_promotion_guards_each_class_by_f1_not_a_biased_recall() -> None:
+    """The published ensemble calls many B crops C: its C recall is high, its C F1 low.
+    (The confusion matrices of benchmarks/train.py's run, holdout of 210 crops.)"""
+    labels, samples = [], []
+    published = np.array([[74, 9, 13], [16, 27, 38], [5, 2, 26]])
+    trained = np.array([[83, 13, 0], [20, 54, 7], [4, 6, 23]])
+    scores = []
+    for matrix in (trained, published):
+        labels, pred = [], []
+        for t in range(3):
+            for p in range(3):
+                labels += [t] * int(matrix[t, p])
+                pred += [p] * int(matrix[t, p])
+        samples = ["s"] * len(labels)
+        scores.append(score(np.eye(3)[pred], np.array(labels), samples))
+    new, old = scores
+    assert new["recall"]["C"] < old["recall"]["C"] - 0.05  # by recall it would be refused
+    assert new["f1"]["C"] > old["f1"]["C"]
+    ok, why = decide(new, old, margin=0.01, class_margin=0.05)
+    assert ok, why
+
+
 def test_member_logits_match_the_ensemble_used_for_classification(tmp_path: Path) -> None:
     install_tiny_model(tmp_path, "tiny")
     library = ModelLibrary(tmp_path)
@@ -383,3 +405,38 @@ def test_promote_and_rollback_commands(labelled: Settings, capsys: pytest.Captur
     assert main(["models", "promote", "other"]) == 0
     assert main(["models", "rollback"]) == 0
     assert "current ensemble: old (was other)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_train_end_to_end_on_synthetic_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The real job in its subprocess: tinycnn members starting from the installed random
+    tinycnn (the base), holdout scores in the manifest, promotion over that random model."""
+    from chromowatch.cli import main
+
+    monkeypatch.setenv("CHROMOWATCH_TRAINING__MAX_EPOCHS", "4")
+    monkeypatch.setenv("CHROMOWATCH_TRAINING__HEAD_EPOCHS", "0")
+    monkeypatch.setenv("CHROMOWATCH_TRAINING__BATCH_SIZE", "16")
+    monkeypatch.setenv("CHROMOWATCH_TRAINING__LR", "0.003")
+    monkeypatch.setenv("CHROMOWATCH_TRAINING__IMAGENET_DOWNLOAD", "false")
+    monkeypatch.setenv("CHROMOWATCH_TRAINING__MIN_PER_CLASS", "3")
+    settings = settings_in(tmp_path, monkeypatch)
+    install_tiny_model(settings.paths.models, "random")
+    folder = tmp_path / "crops-in"
+    for i, (rgb, cls) in enumerate(_raw_crops(150, seed=1)):
+        d = folder / cls.lower()
+        d.mkdir(parents=True, exist_ok=True)
+        _write_png(d / f"{i:03d}.png", rgb)
+    assert main(["labels", "import-folder", str(folder)]) == 0
+    assert main(["train", "--members", "tinycnn,tinycnn", "--name", "syn1"]) == 0
+    out = capsys.readouterr().out
+    assert "syn1 promoted" in out, out
+    info = ModelLibrary(settings.paths.models).ensemble_info("current")
+    assert info.name == "syn1" and info.metrics is not None
+    assert len(info.metrics["confusion_matrix"]) == 3
+    assert info.metrics["holdout_accuracy"] > 0.5
+    assert main(["classify", str(folder / "a"), "--model", "syn1", "--enhanced"]) == 0
+    assert main(["train"]) == 0
+    assert "nothing new" in capsys.readouterr().out
+    assert main(["models", "list"]) == 0
+    assert "holdout acc" in capsys.readouterr().out
