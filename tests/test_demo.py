@@ -36,4 +36,4 @@ def test_demo_installs_published_models_from_local_copies(
     source = real_data / "ikemoto2023" / "models" / "squeezenet"
     assert main(["demo", "--spreads", "1", "--models-from", str(source)]) == 0
     out = capsys.readouterr().out
-    assert "model: ikemoto2023" in out and "DEMONSTRATION" not in out
+    assert "; model ikemoto2023-" in out and "DEMONSTRATION" not in out
