@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,17 @@ def _isolated_env(
             "CHROMOWATCH_REQUIRE_REAL_DATA",
         ):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def no_thread_leaks() -> Iterator[None]:
+    """Fails a test that leaves threads running (watchdog's own tests do the same)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"test leaked threads: {leaked}")

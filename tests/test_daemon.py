@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -27,17 +27,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _no_thread_leaks() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not leaked:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"test leaked threads: {leaked}")
+# Watcher, daemon and ledger threads must all stop when a test ends (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_thread_leaks")
 
 
 # -- fixtures: a model, spreads -----------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,18 +12,8 @@ from chromowatch.ledger import Candidate, Ledger, backoff_s
 from chromowatch.settings import DaemonSettings
 from chromowatch.store import Store
 
-
-@pytest.fixture(autouse=True)
-def _no_thread_leaks() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not leaked:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"test leaked threads: {leaked}")
+# Watcher, daemon and ledger threads must all stop when a test ends (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_thread_leaks")
 
 
 @pytest.fixture

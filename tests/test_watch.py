@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,8 @@ from chromowatch.watch import IgnoreRules, StabilityTracker, Watcher, root_probl
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100 + b"IEND\xaeB`\x82"
 
 
-@pytest.fixture(autouse=True)
-def _no_thread_leaks() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not leaked:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"test leaked threads: {leaked}")
+# Watcher, daemon and ledger threads must all stop when a test ends (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_thread_leaks")
 
 
 def test_ignore_rules_and_image_names() -> None:
