@@ -107,9 +107,13 @@ def train(
             current=_current(library),
         )
     if n_labels == 0:
-        raise TrainingError("no confirmed labels to train on",
-                            hint="import some: chromowatch labels import-folder|import-yolo|"
-                            "import-csv")
+        # A fresh install (and its first nightly run) has nothing to learn from yet: not an error.
+        return TrainOutcome(
+            NOTHING_NEW,
+            "no confirmed labels yet: nothing to train (import some with chromowatch labels "
+            "import-folder|import-yolo|import-csv)",
+            current=_current(library),
+        )
 
     current = _current(library)
     request = TrainRequest(name=name, base=base, members=tuple(members) if members else None,
