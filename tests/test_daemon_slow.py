@@ -11,7 +11,6 @@ import pytest
 
 from tests.test_daemon import (  # noqa: F401 (fixtures are used by name)
     DaemonProcess,
-    _no_thread_leaks,
     base_spreads,
     env,
     finished,
@@ -23,7 +22,7 @@ from tests.test_daemon import (  # noqa: F401 (fixtures are used by name)
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_thread_leaks")]
 
 
 def test_500_files_dropped_at_once_are_all_processed_once(
