@@ -118,11 +118,15 @@ class WorkerPool:
         return _Worker(self._started, proc, parent)
 
     def update_settings(self, settings: Settings) -> None:
-        """New workers get the new settings; idle ones are replaced now, busy ones when done."""
+        """New workers get the new settings; every worker is replaced once it is idle.
+
+        Called from another thread (SIGHUP) than the dispatcher that owns the workers, so it
+        only marks them: the dispatcher's next `collect` replaces them. Replacing them here
+        too raced with it (a pipe closed twice killed the dispatcher).
+        """
         self.settings = settings
         for w in self._workers:
             w.retire = True
-        self._replace_retired()
 
     def _replace_retired(self) -> None:
         for i, w in enumerate(self._workers):
