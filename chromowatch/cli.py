@@ -44,8 +44,15 @@ def _load_ensemble(settings: Settings, name: str | None) -> Ensemble:
     )
 
 
-def _extensions(settings: Settings) -> str:
-    return "(" + ", ".join(settings.ingest.extensions) + ")"
+def _input_files(paths: Sequence[str], settings: Settings, what: str, give: str) -> list[Path]:
+    """The image files named or found below the named folders; none is a usage error."""
+    from chromowatch import ingest
+
+    files = ingest.list_images([Path(p) for p in paths], settings.ingest)
+    if not files:
+        raise UsageError(f"no {what} found in " + ", ".join(paths),
+                         hint=f"give {give} (" + ", ".join(settings.ingest.extensions) + ")")
+    return files
 
 
 def _set_threads(settings: Settings) -> None:
@@ -149,15 +156,11 @@ def cmd_segment(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def cmd_classify(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch import ingest
     from chromowatch.pipeline import classify_files
 
     settings = loaded.settings
     _set_threads(settings)
-    files = ingest.list_images([Path(p) for p in args.paths], settings.ingest)
-    if not files:
-        raise UsageError("no crop images found in " + ", ".join(args.paths),
-                         hint="give image files or folders " + _extensions(settings))
+    files = _input_files(args.paths, settings, "crop images", "image files or folders")
     ensemble = _load_ensemble(settings, args.model)
     results = classify_files(files, settings=settings, ensemble=ensemble, enhanced=args.enhanced)
     failed = 0
@@ -185,17 +188,13 @@ def cmd_classify(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch import ingest
     from chromowatch.pipeline import check_model_fits, process_file
     from chromowatch.progress import Progress
     from chromowatch.store import Store
 
     settings = loaded.settings
     _set_threads(settings)
-    files = ingest.list_images([Path(p) for p in args.paths], settings.ingest)
-    if not files:
-        raise UsageError("no images found in " + ", ".join(args.paths),
-                         hint="give spread files or folders " + _extensions(settings))
+    files = _input_files(args.paths, settings, "images", "spread files or folders")
     ensemble = _load_ensemble(settings, args.model)
     check_model_fits(ensemble)
     results = []
