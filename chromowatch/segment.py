@@ -30,6 +30,8 @@ CHROMATID_WIDTH = 0.95
 #: Notches this share of `split_notch_depth` deep may end a cut (with a deep one opposite)
 #: when both pieces are single rods (`ROD_WIDTH`): two rods touching end to side or in a V.
 SHALLOW_NOTCH = 0.4
+#: Pieces cut at a narrow neck (`_neck_split`) are at least this many typical objects.
+NECK_PIECE = 0.3
 #: A rod's mean width (area over axis length) is at most this many of its ridge widths.
 ROD_WIDTH = 1.1
 
@@ -379,6 +381,7 @@ def _sister_score(
     thin: float,
     settings: SegmentSettings,
     tiny: bool = False,
+    any_profile: bool = False,
 ) -> float | None:
     """How unlike two sister chromatids a and b are (lower is likelier); None: not sisters.
 
@@ -423,7 +426,7 @@ def _sister_score(
         and min(ratio, area_ratio) >= 0.8
         and rel_gap <= 0.8
     )
-    if not (chromatids or (unmistakable and gap is not None)):
+    if not (chromatids or any_profile or (unmistakable and gap is not None)):
         return None
     return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + diff / math.pi
 
@@ -456,18 +459,20 @@ def _split_touching(
     queue = list(units)
     while queue:
         unit = queue.pop()
-        if unit.area <= settings.split_area * typical:
+        large = unit.area > settings.split_area * typical
+        if not large and (unit.area < 2 * NECK_PIECE * typical or settings.split_neck <= 0):
             out.append(unit)
             continue
         window = labels[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
         values = dark[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
         own = window == unit.label
         pieces: list[Unit] = []
-        for split in (_watershed_split, _concavity_split):
+        splits = (_watershed_split, _concavity_split) if large else (_neck_split,)
+        for split in splits:
             local = split(own, values, scale, typical, settings)
             pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
-            notched = split is _concavity_split
-            if len(pieces) == 2 and _touching_sisters(pieces, notched, thin, settings):
+            notched = split is not _watershed_split
+            if len(pieces) == 2 and _touching_sisters(pieces, notched, thin, settings, large):
                 pieces = []  # one class C pair whose sisters touch: keep it whole
             if pieces:
                 break
@@ -493,15 +498,17 @@ def _split_touching(
 
 
 def _touching_sisters(
-    pieces: list[Unit], at_notches: bool, thin: float, settings: SegmentSettings
+    pieces: list[Unit], at_notches: bool, thin: float, settings: SegmentSettings, large: bool
 ) -> bool:
     """Whether two touching pieces of one object are rather one pair of sister chromatids.
 
     Side by side like sisters (`_sister_score`), or, for pieces cut at notches, two equal
-    chromatid-like pieces meeting at a point: sisters splayed apart from one end.
+    chromatid-like pieces meeting at a point: sisters splayed apart from one end. An object
+    of ordinary size (not `large`) cut at a neck into two pieces side by side is one
+    chromosome whose sisters meet at the centromere (class B), whatever their profile.
     """
     a, b = pieces
-    if _sister_score(a, b, None, thin, settings) is not None:
+    if _sister_score(a, b, None, thin, settings, any_profile=not large) is not None:
         return True
     return (
         at_notches
@@ -511,15 +518,51 @@ def _touching_sisters(
     )
 
 
-def _watershed_split(
+def _neck_split(
     own: np.ndarray,
     values: np.ndarray,
     scale: Scale,
     typical: float,
     settings: SegmentSettings,
 ) -> np.ndarray | None:
+    """Two pieces of an object of ordinary size joined by a narrow neck, or None.
+
+    Chromosomes vary several-fold in size, so two small ones touching (or a small one
+    touching a large one) make an object no larger than a typical one. What gives them away
+    is where they meet: a neck narrower than `split_neck` strokes, where a chromosome's own
+    waist (its centromere) is about as wide as the chromosome. The neck is found by a rising
+    threshold (watershed pieces, the neck being the widest point of the line between them)
+    or between two notches of the outline (the chord). Each piece must be at least
+    `NECK_PIECE` typical objects: a speck or a chromatid's tip is not cut off.
+    """
+    import cv2
+
+    widest = settings.split_neck * scale.stroke
+    min_piece = NECK_PIECE * typical
+    local = _watershed_split(own, values, scale, typical, settings, min_piece)
+    if local is not None and int(local.max()) == 2:
+        dist = cv2.distanceTransform(own.astype(np.uint8), cv2.DIST_L2, 3)
+        grow = np.ones((3, 3), np.uint8)
+        near_1 = cv2.dilate((local == 1).astype(np.uint8), grow) > 0
+        near_2 = cv2.dilate((local == 2).astype(np.uint8), grow) > 0
+        seam = own & (local == 0) & near_1 & near_2
+        sizes = [int(np.count_nonzero(local == k)) for k in (1, 2)]
+        if seam.any() and 2.0 * float(dist[seam].max()) <= widest and min(sizes) >= min_piece:
+            return local
+    return _concavity_split(own, values, scale, typical, settings, neck=widest)
+
+
+def _watershed_split(
+    own: np.ndarray,
+    values: np.ndarray,
+    scale: Scale,
+    typical: float,
+    settings: SegmentSettings,
+    min_piece: float | None = None,
+) -> np.ndarray | None:
     """Pieces 1..k of one object (`own`), or None when no rising threshold separates it."""
-    min_piece = 0.3 * typical
+    if min_piece is None:
+        min_piece = 0.3 * typical
     import cv2
 
     step = 0.05 * scale.peak
@@ -549,6 +592,7 @@ def _concavity_split(
     scale: Scale,
     typical: float,
     settings: SegmentSettings,
+    neck: float = 0.0,
 ) -> np.ndarray | None:
     """Pieces of one object cut along its best neck, or None when it has none.
 
@@ -564,7 +608,7 @@ def _concavity_split(
     """
     import cv2
 
-    min_piece = 0.6 * typical
+    min_piece = NECK_PIECE * typical if neck else 0.6 * typical
     padded = cv2.copyMakeBorder(own.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
@@ -587,7 +631,7 @@ def _concavity_split(
     ]
     if len(notches) < 2:
         return None
-    max_cut = settings.split_max_cut * scale.stroke
+    max_cut = neck or settings.split_max_cut * scale.stroke
     cuts = []
     for i, (p, dp, fp) in enumerate(notches):
         for q, dq, fq in notches[i + 1 :]:
@@ -614,7 +658,7 @@ def _concavity_split(
         if len(big) < 2:
             continue
         areas = sorted(int(stats[k, cv2.CC_STAT_AREA]) for k in big)
-        if areas[0] < 0.5 * areas[-1]:
+        if not neck and areas[0] < 0.5 * areas[-1]:
             continue
         markers = np.zeros(own.shape, np.int32)
         for k, piece in enumerate(big, start=1):

@@ -158,9 +158,16 @@ class SegmentSettings(Section):
         "its outline at least this many stroke widths deep (pieces must be chromosome-sized).",
     )
     split_max_cut: float = Field(
-        1.5,
+        2.0,
         ge=0,
         description="Longest cut between two notches, in stroke widths (0: no notch cuts).",
+    )
+    split_neck: float = Field(
+        0.6,
+        ge=0,
+        description="Objects of any size are cut where two parts meet in a neck narrower than "
+        "this many stroke widths (two small chromosomes touching; a chromosome's own waist is "
+        "about as wide as the chromosome). 0: only objects over split_area are split.",
     )
     touching_area: float = Field(
         2.4,

@@ -365,3 +365,41 @@ def test_rod_like_tells_one_rod_from_a_v_or_a_blob() -> None:
     assert _rod_like(rod > 0)
     assert not _rod_like(bent > 0)
     assert not _rod_like(blob > 0)
+
+
+def _necked_pair(seed: int) -> tuple[np.ndarray, list[BBox]]:
+    """Two short chromosomes (each smaller than a typical object) end to end, joined by a
+    thin bridge: together no larger than one long chromosome."""
+    rng = np.random.default_rng(seed)
+    img = _glass(480, 720, rng)
+    _cluster(img, 60, 60, ["A"] * 12, rng)
+    left = _draw(img, "A", 470, 300, 0.3, 20, 5.0)
+    right = _draw(img, "A", 506, 306, -0.6, 20, 5.0)
+    cv2.line(img, (480, 303), (497, 312), INK, 2, cv2.LINE_AA)
+    return _finish(img), [left, right]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_small_chromosomes_joined_by_a_neck_are_cut_apart(seed: int) -> None:
+    rgb, boxes = _necked_pair(seed)
+    assert all(_matched(segment(rgb, SegmentSettings()), box) for box in boxes)
+    # Without the neck cut the object is too small to be tried for splitting.
+    unsplit = segment(rgb, SegmentSettings(split_neck=0))
+    assert not all(_matched(unsplit, box) for box in boxes)
+
+
+def test_sisters_joined_at_the_centromere_are_not_cut_at_the_neck() -> None:
+    """Class B: two parallel chromatids meeting in a short bridge (an H) stay one object."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        img = _glass(480, 720, rng)
+        _cluster(img, 60, 60, ["A"] * 12, rng)
+        mark = np.zeros(img.shape[:2], np.uint8)
+        for layer in (img, mark):
+            _rod(layer, 500, 293, 0.1, 24, 9)
+            _rod(layer, 498, 311, 0.35, 17, 9)  # sisters need not look alike to be one
+            cv2.line(layer, (500, 294), (498, 310), INK if layer is img else 1, 4, cv2.LINE_AA)
+        h = BBox(*cv2.boundingRect(mark))
+        seg = segment(_finish(img), SegmentSettings())
+        assert _matched(seg, h)
+        assert not any(c.bbox.x > 470 and c.bbox.iou(h) < 0.5 for c in seg.crops)
