@@ -95,7 +95,9 @@ def segment(rgb: np.ndarray, settings: SegmentSettings) -> Segmentation:
         reason = "only nuclei" if nuclei else "only debris"
         return _empty(f"no metaphase found: {reason}")
     units, touching = _split_touching(units, labels, dark, scale, settings)
-    groups = _drop_debris(_pair_chromatids(units, labels, scale, settings), units, scale, settings)
+    groups = _drop_debris(
+        _pair_chromatids(units, labels, scale, settings), units, scale, settings, labels.shape
+    )
     if not groups:
         return _empty("no metaphase found: only debris")
     flags = {
@@ -277,15 +279,34 @@ def _typical_area(units: list[Unit]) -> float:
 
 
 def _drop_debris(
-    groups: list[list[int]], units: list[Unit], scale: Scale, settings: SegmentSettings
+    groups: list[list[int]],
+    units: list[Unit],
+    scale: Scale,
+    settings: SegmentSettings,
+    shape: tuple[int, ...],
 ) -> list[list[int]]:
-    """Leave out objects much smaller than the typical one (a pair counts as one object)."""
+    """Leave out objects much smaller than the typical one (a pair counts as one object).
+
+    Nothing under a stroke's square is a chromosome, except at the image's edge: there a
+    chromosome may show only its end, and only the share of the typical object applies
+    (with half a stroke's square for a floor, the most that mere specks reach).
+    """
     stroke_area = scale.stroke * scale.stroke
     areas = [sum(units[i].area for i in g) for g in groups]
     plausible = [a for a in areas if a >= 2 * stroke_area]
     typical = float(np.median(plausible)) if plausible else 2 * stroke_area
     min_area = max(settings.min_area_fraction * typical, stroke_area)
-    return [g for g, a in zip(groups, areas, strict=True) if a >= min_area]
+    min_cut = max(settings.min_area_fraction * typical, 0.5 * stroke_area)
+    height, width = shape[:2]
+
+    def at_edge(u: Unit) -> bool:
+        return u.x == 0 or u.y == 0 or u.x + u.w >= width or u.y + u.h >= height
+
+    return [
+        g
+        for g, a in zip(groups, areas, strict=True)
+        if a >= (min_cut if any(at_edge(units[i]) for i in g) else min_area)
+    ]
 
 
 def _gap(a: Unit, b: Unit, labels: np.ndarray) -> float:

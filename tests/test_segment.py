@@ -403,3 +403,21 @@ def test_sisters_joined_at_the_centromere_are_not_cut_at_the_neck() -> None:
         seg = segment(_finish(img), SegmentSettings())
         assert _matched(seg, h)
         assert not any(c.bbox.x > 470 and c.bbox.iou(h) < 0.5 for c in seg.crops)
+
+
+def test_a_chromosome_cut_by_the_edge_is_kept_though_small() -> None:
+    """Only a chromosome's end shows at the image's edge: smaller than anything kept inside
+    the spread, where a speck of the same size is debris."""
+    rng = np.random.default_rng(3)
+    img = _glass(480, 720, rng)
+    _cluster(img, 60, 60, ["A"] * 12, rng)
+    mark = np.zeros(img.shape[:2], np.uint8)
+    for layer in (img, mark):
+        _rod(layer, 200, 494, math.pi / 2, 40, 10)
+    end = BBox(*cv2.boundingRect(mark))
+    speck = np.zeros(img.shape[:2], np.uint8)
+    cv2.rectangle(speck, (300, 380), (309, 390), 1, -1)
+    img[speck > 0] = INK
+    seg = segment(_finish(img), SegmentSettings())
+    assert _matched(seg, end)
+    assert not any(c.bbox.x > 280 and c.bbox.y > 360 for c in seg.crops)
