@@ -560,7 +560,8 @@ def _neck_split(
 
     widest = settings.split_neck * scale.stroke
     min_piece = NECK_PIECE * typical
-    local = _watershed_split(own, values, scale, typical, settings, min_piece)
+    # Seeds may be smaller than a piece: the watershed gives each its flanks back.
+    local = _watershed_split(own, values, scale, typical, settings, 0.5 * min_piece)
     if local is not None and int(local.max()) == 2:
         dist = cv2.distanceTransform(own.astype(np.uint8), cv2.DIST_L2, 3)
         grow = np.ones((3, 3), np.uint8)

@@ -163,7 +163,7 @@ class SegmentSettings(Section):
         description="Longest cut between two notches, in stroke widths (0: no notch cuts).",
     )
     split_neck: float = Field(
-        0.6,
+        0.75,
         ge=0,
         description="Objects of any size are cut where two parts meet in a neck narrower than "
         "this many stroke widths (two small chromosomes touching; a chromosome's own waist is "
