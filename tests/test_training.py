@@ -54,20 +54,24 @@ def _tiny_cfg(**kw: object) -> TrainingSettings:
 
 # -- the loop -------------------------------------------------------------------------------
 
+# Every loop test runs on the CPU and, where CUDA is present, on the GPU (bf16 autocast).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
-def test_tiny_model_trained_on_synthetic_crops_gets_better() -> None:
+
+@pytest.mark.parametrize("device_name", DEVICES)
+def test_tiny_model_trained_on_synthetic_crops_gets_better(device_name: str) -> None:
     torch.set_num_threads(2)
+    device = torch.device(device_name)
     crops = _synthetic(200, seed=3)
     train, val = crops[:150], crops[150:]
     torch.manual_seed(0)
     net = nets.fresh_net("tinycnn", ("",), imagenet_download=False)
     y_val = np.array([c.label for c in val])
-    before = nets.member_logits([net], [c.image for c in val], torch.device("cpu"))
+    before = nets.member_logits([net], [c.image for c in val], device)
     loss_before = ensemble_nll(before, y_val)
     states = train_members([net], train, val,
-                           _tiny_cfg(max_epochs=8, patience=8, batch_size=16),
-                           torch.device("cpu"))
-    after = nets.member_logits([net], [c.image for c in val], torch.device("cpu"))
+                           _tiny_cfg(max_epochs=8, patience=8, batch_size=16), device)
+    after = nets.member_logits([net], [c.image for c in val], device)
     acc_after = float((after[0].argmax(1) == y_val).mean())
     assert ensemble_nll(after, y_val) < loss_before - 0.15, states[0].history
     assert acc_after > 0.5, states[0].history  # chance: 1/3
@@ -75,20 +79,24 @@ def test_tiny_model_trained_on_synthetic_crops_gets_better() -> None:
     assert len(states[0].history) == 8
 
 
-def test_training_is_deterministic_for_a_seed() -> None:
+@pytest.mark.parametrize("device_name", DEVICES)
+def test_training_is_deterministic_for_a_seed(device_name: str) -> None:
+    device = torch.device(device_name)
+    if device.type == "cuda":  # as the training job sets it
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
     crops = _synthetic(200, seed=3)[:60]
     results = []
     for _ in range(2):
         torch.manual_seed(0)
         net = nets.fresh_net("tinycnn", ("",), imagenet_download=False)
-        train_members([net], crops[:45], crops[45:], _tiny_cfg(max_epochs=1),
-                      torch.device("cpu"))
-        results.append(nets.member_logits([net], [c.image for c in crops[45:]],
-                                          torch.device("cpu")))
+        train_members([net], crops[:45], crops[45:], _tiny_cfg(max_epochs=1), device)
+        results.append(nets.member_logits([net], [c.image for c in crops[45:]], device))
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-5)
 
 
-def test_frozen_blocks_stay_frozen_and_members_share_the_trunk() -> None:
+@pytest.mark.parametrize("device_name", DEVICES)
+def test_frozen_blocks_stay_frozen_and_members_share_the_trunk(device_name: str) -> None:
     """SqueezeNet members from bundles with equal trunks train only Fire8 onwards."""
     torch.manual_seed(0)
     from chromowatch.classify.architectures import build_model
@@ -109,8 +117,8 @@ def test_frozen_blocks_stay_frozen_and_members_share_the_trunk() -> None:
     frozen = {k: v.clone() for k, v in members[0].model.state_dict().items()
               if k.startswith("features.") and int(k.split(".")[1]) < 11}
     train_members(members, crops[:8], crops[8:], _tiny_cfg(max_epochs=1, batch_size=8),
-                  torch.device("cpu"))
-    after = members[0].model.state_dict()
+                  torch.device(device_name))
+    after = {k: v.cpu() for k, v in members[0].model.state_dict().items()}
     for k, v in frozen.items():
         assert torch.equal(after[k], v), k
     assert not torch.equal(after["features.12.expand3x3.weight"],

@@ -28,6 +28,7 @@ from chromowatch.training.nets import (
     head_blocks,
     later_blocks,
     set_trainable,
+    to_device,
     train_mode,
 )
 
@@ -94,6 +95,7 @@ def train_members(
     progress: Callable[[str], None] | None = None,
 ) -> list[MemberState]:
     """Fine-tune every net in place (each ends with its best validation weights)."""
+    to_device(nets, device)  # callers may pass nets still on the CPU
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     aug = Augment(cfg.rotation, cfg.scale_jitter, cfg.contrast_jitter)

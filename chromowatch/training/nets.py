@@ -224,6 +224,7 @@ def member_logits(nets: Sequence[Net], images: Sequence[np.ndarray], device: tor
     from chromowatch.training.dataset import to_batch
 
     out = np.zeros((len(nets), len(images), len(CLASS_NAMES)), np.float32)
+    to_device(nets, device)
     for model in {id(n.model): n.model for n in nets}.values():
         model.eval()
     with torch.inference_mode():
@@ -242,5 +243,6 @@ def member_logits(nets: Sequence[Net], images: Sequence[np.ndarray], device: tor
 
 
 def to_device(nets: Sequence[Net], device: torch.device) -> None:
+    """Move every net to `device` (channels_last); a no-op for nets already there."""
     for net in nets:
         net.model.to(device).to(memory_format=torch.channels_last)
