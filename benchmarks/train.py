@@ -8,6 +8,9 @@ installed from $CHROMOWATCH_REAL_DATA/ikemoto2023/models/squeezenet (current, th
 the labels are imported as the README says (ikemoto2023 WT crops with
 `labels import-folder --enhanced`, ddx11 spreads 1-5 with `labels import-yolo`), then
 `chromowatch train` runs as a command (its subprocess included) and is timed wall-clock.
+`--published DIR` takes the published files from elsewhere; a folder holding only some of
+them (the GPU machine's transfer limit) installs those as "ikemoto2023", and the comparison
+is then with that many published models, as the output says.
 Scores come from the training run itself: the candidate and the current (published)
 ensemble on the same holdout (20% of the crops by content hash). Extra arguments after
 `--` go to `chromowatch train`; settings via CHROMOWATCH_TRAINING__* as usual.
@@ -23,9 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from chromowatch.classify.published import IKEMOTO2023  # noqa: E402
+
 DATA = Path(os.environ.get("CHROMOWATCH_REAL_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -37,6 +44,22 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
         raise SystemExit(f"chromowatch {' '.join(args)} failed ({proc.returncode}):\n"
                          f"{proc.stdout}")
     return time.monotonic() - started, proc.stdout
+
+
+def _install_some(folder: Path, models: Path) -> float:
+    """The published files present in `folder` (sha256-checked) as ensemble ikemoto2023."""
+    from chromowatch.classify import ModelLibrary
+    from chromowatch.classify.published import fetch_published
+
+    started = time.monotonic()
+    files = {f: h for f, h in IKEMOTO2023.files.items() if (folder / f).is_file()}
+    if not files:
+        raise SystemExit(f"no published SqueezeNet_N.pth in {folder}")
+    print(f"note: {len(files)} of the {len(IKEMOTO2023.files)} published models found in "
+          f"{folder}; 'published' below means these {len(files)}", flush=True)
+    subset = replace(IKEMOTO2023, files=files, metrics=None)
+    fetch_published(ModelLibrary(models), subset, folder, timeout=30)
+    return time.monotonic() - started
 
 
 def _fmt(m: dict[str, object] | None) -> str:
@@ -59,6 +82,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--keep", help="use this data directory (kept) instead of a temporary one")
+    parser.add_argument("--published", type=Path,
+                        default=DATA / "ikemoto2023" / "models" / "squeezenet",
+                        help="folder of the published SqueezeNet_N.pth files")
     parser.add_argument("train_args", nargs="*")
     args = parser.parse_args()
     if not (DATA / "ikemoto2023").is_dir() or not (DATA / "ddx11").is_dir():
@@ -68,10 +94,14 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMOWATCH_")
            or k.startswith("CHROMOWATCH_TRAINING__") or k == "CHROMOWATCH_REAL_DATA"}
     env["CHROMOWATCH_PATHS__DATA_DIR"] = str(data_dir)
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
+                                        if p)
     steps = {}
-    steps["fetch"], _ = _run(["models", "fetch", "ikemoto2023", "--from",
-                              str(DATA / "ikemoto2023" / "models" / "squeezenet")], env)
+    if all((args.published / f).is_file() for f in IKEMOTO2023.files):
+        steps["fetch"], _ = _run(["models", "fetch", "ikemoto2023", "--from",
+                                  str(args.published)], env)
+    else:
+        steps["fetch"] = _install_some(args.published, data_dir / "models")
     steps["import_folder"], out1 = _run(["labels", "import-folder",
                                          str(DATA / "ikemoto2023" / "crops" / "wt"),
                                          "--enhanced"], env)
@@ -95,7 +125,9 @@ def main() -> None:
           f"{metrics['training']['seconds']:.0f} s, of which fine-tuning "
           f"{metrics['training']['train_seconds']:.0f} s)")
     print(f"trained ensemble ({len(manifest['members'])} members): {_fmt(result['candidate'])}")
-    print(f"published ikemoto2023 (30 members): {_fmt(result['published'])}")
+    published = json.loads((data_dir / "models" / "ensembles" / "ikemoto2023.json").read_text())
+    print(f"published ikemoto2023 ({len(published['members'])} members): "
+          f"{_fmt(result['published'])}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
 
