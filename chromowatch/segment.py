@@ -32,6 +32,11 @@ CHROMATID_WIDTH = 0.95
 SHALLOW_NOTCH = 0.4
 #: Pieces cut at a narrow neck (`_neck_split`) are at least this many typical objects.
 NECK_PIECE = 0.3
+#: Sisters that are chromatid-like only by thinness keep close along this share of their
+#: length (`_alongside_or_meeting`) ...
+ALONGSIDE = 0.8
+#: ... unless they come this many thicknesses close (splayed from the centromere).
+MEETING_GAP = 0.35
 #: A rod's mean width (area over axis length) is at most this many of its ridge widths.
 ROD_WIDTH = 1.1
 
@@ -364,8 +369,11 @@ def _pair_chromatids(
             for u in (units[i], units[j])
         )
         score = _sister_score(units[i], units[j], gap, thin, settings, tiny)
-        if score is not None:
-            candidates.append((score, i, j))
+        if score is None:
+            continue
+        if not tiny and not _alongside_or_meeting(units[i], units[j], gap, labels, settings):
+            continue
+        candidates.append((score, i, j))
     candidates.sort()
     used: set[int] = set()
     groups: list[list[int]] = []
@@ -376,6 +384,43 @@ def _pair_chromatids(
         groups.append([i, j])
     groups.extend([i] for i in range(len(units)) if i not in used)
     return groups
+
+
+def _alongside_or_meeting(
+    a: Unit, b: Unit, gap: float, labels: np.ndarray, settings: SegmentSettings
+) -> bool:
+    """Whether two separate units lie like sisters: along each other's whole length, or
+    nearly meeting at one point (sisters splayed from the centromere).
+
+    Two chromatids with a peaked profile are taken as they are. Units that pass for
+    chromatids only by being thin may be two thin whole chromosomes (in a spread of mostly
+    class A, the thin mode is theirs): they must keep within a thickness of their closest
+    approach along `ALONGSIDE` of each one's length, unless that approach is under
+    `MEETING_GAP` thicknesses.
+    """
+    import cv2
+
+    if a.flatness <= settings.chromatid_flatness and b.flatness <= settings.chromatid_flatness:
+        return True
+    thickness = max((a.thickness + b.thickness) / 2, 1.0)
+    if max(gap, 0.0) <= MEETING_GAP * thickness:
+        return True
+    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+    x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
+    window = labels[y0:y1, x0:x1]
+    nearest = []
+    for u, v in ((a, b), (b, a)):
+        dist = cv2.distanceTransform((window != v.label).astype(np.uint8), cv2.DIST_L2, 3)
+        ys, xs = np.nonzero(window == u.label)
+        along = (xs + x0 - u.cx) * math.cos(u.angle) + (ys + y0 - u.cy) * math.sin(u.angle)
+        bins = max(4, int(u.length / 3))
+        span = max(float(along.max() - along.min()), 1e-6)
+        index = np.minimum(((along - along.min()) / span * bins).astype(np.intp), bins - 1)
+        per_bin = np.full(bins, np.inf)
+        np.minimum.at(per_bin, index, dist[ys, xs])
+        nearest.append(per_bin)
+    closest = min(float(m.min()) for m in nearest)
+    return all(float(np.mean(m <= closest + thickness)) >= ALONGSIDE for m in nearest)
 
 
 def _thin_limit(units: list[Unit], scale: Scale) -> float:

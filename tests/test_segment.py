@@ -421,3 +421,23 @@ def test_a_chromosome_cut_by_the_edge_is_kept_though_small() -> None:
     seg = segment(_finish(img), SegmentSettings())
     assert _matched(seg, end)
     assert not any(c.bbox.x > 280 and c.bbox.y > 360 for c in seg.crops)
+
+
+def test_two_thin_chromosomes_in_a_v_are_not_taken_for_sisters() -> None:
+    """In a spread of class A rods and thick objects, the rods are the thin mode, so thinness
+    makes them look like chromatids; two of them near each other in a V, apart at their
+    closest, are two chromosomes (sisters lie along each other or meet at one end)."""
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        img = _glass(480, 720, rng)
+        _cluster(img, 60, 60, ["A"] * 10, rng)
+        for k in range(5):  # thick objects: the spread's thickness is bimodal
+            cv2.line(img, (60 + 70 * k, 250), (90 + 70 * k, 275), INK, 22, cv2.LINE_AA)
+        boxes = []
+        for cx, cy, angle in ((500, 300, 0.0), (498, 325, math.radians(25))):
+            mark = np.zeros(img.shape[:2], np.uint8)
+            for layer in (img, mark):
+                _rod(layer, cx, cy, angle, 36, 10)
+            boxes.append(BBox(*cv2.boundingRect(mark)))
+        seg = segment(_finish(img), SegmentSettings())
+        assert all(_matched(seg, box) for box in boxes)
