@@ -357,17 +357,11 @@ class Store:
         """Store one image with all its crops and predictions atomically; returns its id."""
         now = time.time()
         with self.transaction() as conn:
-            sid = self._sample_id(conn, sample)
-            conn.execute("DELETE FROM images WHERE status = 'failed' AND (path = ? OR sha256 = ?)",
-                         (path, sha256))
-            cur = conn.execute(
-                "INSERT INTO images(path, size, sha256, sample_id, metaphase, status, width, "
-                "height, metaphases, note, created_at, processed_at) "
-                "VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, ?)",
-                (path, size, sha256, sid, metaphase_label, width, height, metaphases, note,
-                 now, now),
+            image_id = self._insert_done_image(
+                conn, path=path, sample=sample, sha256=sha256, size=size, width=width,
+                height=height, metaphases=metaphases, note=note, metaphase_label=metaphase_label,
+                now=now,
             )
-            image_id = int(cur.lastrowid or 0)
             for crop in crops:
                 b = crop.bbox
                 ccur = conn.execute(
@@ -384,6 +378,33 @@ class Store:
                      p.probs["C"], json.dumps(p.member_probs), now),
                 )
         return image_id
+
+    def _insert_done_image(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        path: str,
+        sample: str,
+        sha256: str,
+        size: int,
+        width: int,
+        height: int,
+        metaphases: int,
+        note: str | None,
+        metaphase_label: str | None,
+        now: float,
+    ) -> int:
+        """A processed image row (replacing an earlier failure of the same file); its id."""
+        sid = self._sample_id(conn, sample)
+        conn.execute("DELETE FROM images WHERE status = 'failed' AND (path = ? OR sha256 = ?)",
+                     (path, sha256))
+        cur = conn.execute(
+            "INSERT INTO images(path, size, sha256, sample_id, metaphase, status, width, "
+            "height, metaphases, note, created_at, processed_at) "
+            "VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, ?)",
+            (path, size, sha256, sid, metaphase_label, width, height, metaphases, note, now, now),
+        )
+        return int(cur.lastrowid or 0)
 
     # -- labels -------------------------------------------------------------------------
 
@@ -905,15 +926,10 @@ class Store:
         (bbox, file, class) each, one transaction. Returns the crop ids in order."""
         now = time.time()
         with self.transaction() as conn:
-            sid = self._sample_id(conn, sample)
-            conn.execute("DELETE FROM images WHERE status = 'failed' AND (path = ? OR sha256 = ?)",
-                         (path, sha256))
-            cur = conn.execute(
-                "INSERT INTO images(path, size, sha256, sample_id, status, width, height, "
-                "metaphases, created_at, processed_at) VALUES (?, ?, ?, ?, 'done', ?, ?, 0, ?, ?)",
-                (path, size, sha256, sid, width, height, now, now),
+            image_id = self._insert_done_image(
+                conn, path=path, sample=sample, sha256=sha256, size=size, width=width,
+                height=height, metaphases=0, note=None, metaphase_label=None, now=now,
             )
-            image_id = int(cur.lastrowid or 0)
             return self._insert_labelled_crops(conn, image_id, 0, crops, source, who, now)
 
     def add_labelled_crops(
