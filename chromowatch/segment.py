@@ -39,6 +39,9 @@ ALONGSIDE = 0.8
 MEETING_GAP = 0.35
 #: A rod's mean width (area over axis length) is at most this many of its ridge widths.
 ROD_WIDTH = 1.1
+#: Pieces of a long cut through an object flagged as touching (`split_touching_cut`) are
+#: at least this many typical objects: whole chromosomes, not an arm cut off a cross.
+LONG_CUT_PIECE = 0.8
 
 #: Box colours (RGB) of the overlay, by class; unlabelled crops are yellow, flagged magenta.
 CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -542,6 +545,19 @@ def _split_touching(
                 pieces = []  # one class C pair whose sisters touch: keep it whole
             if pieces:
                 break
+        if (
+            not pieces
+            and unit.area > settings.touching_area * typical
+            and settings.split_touching_cut > settings.split_max_cut
+        ):
+            # Too large for one chromosome, no seam, no short cut: two chromosomes touching
+            # along more than a short chord (an arm's end against another's side).
+            local = _concavity_split(
+                own, values, scale, typical, settings, long_cut=settings.split_touching_cut
+            )
+            pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
+            if len(pieces) == 2 and _touching_sisters(pieces, True, thin, settings, large):
+                pieces = []
         if not pieces:
             if unit.area > settings.touching_area * typical:
                 touching_labels.add(unit.label)
@@ -660,6 +676,7 @@ def _concavity_split(
     typical: float,
     settings: SegmentSettings,
     neck: float = 0.0,
+    long_cut: float = 0.0,
 ) -> np.ndarray | None:
     """Pieces of one object cut along its best neck, or None when it has none.
 
@@ -672,10 +689,15 @@ def _concavity_split(
     One of the two notches may be shallow (`SHALLOW_NOTCH`) when the depths add up to two
     deep ones and both pieces are single rods (`_rod_like`): two rods touching in a V or end
     to side, not the arms of one cross.
+    With `long_cut` (strokes; for an object too large for one chromosome that nothing else
+    split) the chord may be that long, each piece must be `LONG_CUT_PIECE` typical objects,
+    and the pieces are what the cut line leaves (no watershed: in a contact as dark as the
+    chromosomes it would hand one piece the other's end).
     """
     import cv2
 
-    min_piece = NECK_PIECE * typical if neck else 0.6 * typical
+    share = NECK_PIECE if neck else LONG_CUT_PIECE if long_cut else 0.6
+    min_piece = share * typical
     padded = cv2.copyMakeBorder(own.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
@@ -698,7 +720,7 @@ def _concavity_split(
     ]
     if len(notches) < 2:
         return None
-    max_cut = neck or settings.split_max_cut * scale.stroke
+    max_cut = neck or max(long_cut, settings.split_max_cut) * scale.stroke
     cuts = []
     for i, (p, dp, fp) in enumerate(notches):
         for q, dq, fq in notches[i + 1 :]:
@@ -730,10 +752,11 @@ def _concavity_split(
         markers = np.zeros(own.shape, np.int32)
         for k, piece in enumerate(big, start=1):
             markers[seed_labels == piece] = k
-        relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
-        cv2.watershed(relief, markers)
-        markers[~own | (markers < 0)] = 0
-        markers = _drop_fragments(markers, len(big))
+        if not long_cut:  # a long cut's own line parts the pieces best
+            relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
+            cv2.watershed(relief, markers)
+            markers[~own | (markers < 0)] = 0
+            markers = _drop_fragments(markers, len(big))
         if shallow and not all(_rod_like(markers == k) for k in range(1, len(big) + 1)):
             continue
         return markers

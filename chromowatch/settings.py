@@ -162,6 +162,14 @@ class SegmentSettings(Section):
         ge=0,
         description="Longest cut between two notches, in stroke widths (0: no notch cuts).",
     )
+    split_touching_cut: float = Field(
+        4.0,
+        ge=0,
+        description="An object larger than touching_area typical objects that no seam, neck "
+        "or split_max_cut cut separates is cut between two notches up to this many stroke "
+        "widths apart when that leaves two pieces of at least 0.8 typical objects (a "
+        "chromosome's arm touching another along its side). At most split_max_cut: off.",
+    )
     split_neck: float = Field(
         0.75,
         ge=0,

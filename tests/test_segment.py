@@ -441,3 +441,19 @@ def test_two_thin_chromosomes_in_a_v_are_not_taken_for_sisters() -> None:
             boxes.append(BBox(*cv2.boundingRect(mark)))
         seg = segment(_finish(img), SegmentSettings())
         assert all(_matched(seg, box) for box in boxes)
+
+
+def test_a_chromosome_pressed_end_on_at_a_slant_is_cut_by_a_long_cut() -> None:
+    """A rod's end pressed at 45 degrees against another's side: the contact is wider than
+    `split_max_cut`, the object far larger than one chromosome; the long cut for such
+    objects (`split_touching_cut`) parts them into two whole chromosomes."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        img = _glass(480, 720, rng)
+        _cluster(img, 60, 60, ["A", "C"] * 6, rng)
+        boxes = [
+            _draw(img, "A", 480, 300, 0.0, 80, 5.0),
+            _draw(img, "A", 500, 325, math.pi / 4, 70, 5.0),
+        ]
+        seg = segment(_finish(img), SegmentSettings())
+        assert all(_matched(seg, box) for box in boxes), seed
