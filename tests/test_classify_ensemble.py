@@ -104,6 +104,23 @@ def test_batch_size_does_not_change_results() -> None:
     np.testing.assert_allclose(small[1], large[1], atol=1e-5)
 
 
+def test_cuda_batches_are_padded_to_few_shapes_and_padding_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ens = Ensemble("t", [("a", make_bundle(1))], device="cpu", batch_size=64)
+    assert ens.padded_rows(37) == 37  # the CPU runs what it gets
+    monkeypatch.setattr(ens, "device", torch.device("cuda"))  # the rule only, no CUDA used
+    assert {ens.padded_rows(n) for n in range(1, 65)} == {16, 32, 48, 64}
+    assert ens.padded_rows(33) == 48
+    monkeypatch.setattr(ens, "device", torch.device("cpu"))
+    images = crops(21)
+    plain, _ = ens.predict_proba(images)
+    monkeypatch.setattr(ens, "padded_rows", lambda n: 64)  # zero rows padded to every batch
+    padded, members = ens.predict_proba(images)
+    assert members.shape == (1, 21, 3)
+    np.testing.assert_allclose(padded, plain, atol=1e-6)
+
+
 def test_grey_images_and_empty_input() -> None:
     ensemble = Ensemble("t", [("a", make_bundle(1))], device="cpu")
     grey = np.full((30, 40), 120, np.uint8)
@@ -149,7 +166,7 @@ def test_cuda_without_cuda_is_a_model_error() -> None:
 def test_cuda_bf16_agrees_with_cpu() -> None:
     members = [("a", make_bundle(1)), ("b", make_bundle(2, arch="squeezenet1_1",
                                                           input_size=(224, 224)))]
-    images = crops(20)
+    images = crops(20)  # one batch padded to 32 rows on CUDA
     cpu, _ = Ensemble("t", members, device="cpu").predict_proba(images)
     gpu, _ = Ensemble("t", members, device="cuda").predict_proba(images)
     assert np.abs(cpu - gpu).max() < 0.05

@@ -27,6 +27,8 @@ from chromowatch.records import CLASS_NAMES, Prediction
 
 log = logging.getLogger(__name__)
 
+PAD_MULTIPLE = 16  # CUDA batches are padded to a multiple of this (see Ensemble.padded_rows)
+
 
 def resolve_device(device: str) -> torch.device:
     """"auto" -> CUDA when available, else the CPU; "cuda" without CUDA is refused."""
@@ -175,15 +177,25 @@ class Ensemble:
                     self._run_group(group, chunk, per_member[:, start : start + len(chunk)])
         return per_member.mean(axis=0, dtype=np.float64), per_member
 
+    def padded_rows(self, n: int) -> int:
+        """Rows a batch of n crops is run with. On CUDA, cuDNN builds its kernel plans for
+        every new batch shape (about half a second for DenseNet161), and a daemon's batches
+        come in every size: padding to a multiple of PAD_MULTIPLE (at most batch_size) keeps
+        the shapes to a handful. On the CPU padding would only cost work."""
+        if self.device.type != "cuda":
+            return n
+        return min(max(self.batch_size, n), -(-n // PAD_MULTIPLE) * PAD_MULTIPLE)
+
     def _run_group(self, group: _Group, chunk: list[np.ndarray], out: np.ndarray) -> None:
         batch = self._prepare(group, chunk)
         for index in group.members:
-            out[index] = self._forward(self._members[index], batch)
+            out[index] = self._forward(self._members[index], batch)[: len(chunk)]
 
     def _prepare(self, group: _Group, chunk: list[np.ndarray]) -> torch.Tensor:
-        """PIL resize (== torchvision Resize on PIL), then ToTensor + Normalize per batch."""
+        """PIL resize (== torchvision Resize on PIL), then ToTensor + Normalize per batch;
+        rows beyond the chunk (padding, see padded_rows) are zero and their output unused."""
         height, width = group.input_size
-        resized = np.empty((len(chunk), height, width, 3), np.uint8)
+        resized = np.zeros((self.padded_rows(len(chunk)), height, width, 3), np.uint8)
         bilinear = Image.Resampling.BILINEAR
         for i, crop in enumerate(chunk):
             resized[i] = np.asarray(Image.fromarray(crop).resize((width, height), bilinear))
