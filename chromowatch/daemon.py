@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -665,14 +666,22 @@ class Daemon:
 
     def _run_retrain(self, cmd: list[str]) -> tuple[bool, str | None]:
         sched = self.settings.schedule
+        # Low priority from the first instruction: `nice` execs the command already niced
+        # (setting it after the start raced with the child; preexec_fn is unsafe in a
+        # threaded process). Without `nice` on the PATH, it is set right after the start.
+        nice = shutil.which("nice")
+        if shutil.which(cmd[0]) is None:
+            return False, f"cannot start {cmd[0]}: no such program"
+        run = [nice, "-n", str(sched.retrain_nice), *cmd] if nice else cmd
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, text=True, start_new_session=True)
         except OSError as exc:
             return False, f"cannot start {cmd[0]}: {exc}"
         self._retrain_proc = proc
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, proc.pid, sched.retrain_nice)
+        if not nice:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, proc.pid, sched.retrain_nice)
         try:
             output, _ = proc.communicate(timeout=sched.retrain_timeout_hours * 3600)
         except subprocess.TimeoutExpired:

@@ -584,6 +584,24 @@ def test_retrain_failure_is_a_clear_error(tmp_path: Path) -> None:
     # A fresh install has no labels yet: its first nightly `train` is nothing to do, not a failure.
     ok, error = d._run_retrain([sys.executable, "-m", "chromowatch", "train"])
     assert ok and error is None
+    ok, error = d._run_retrain([str(tmp_path / "no-such-trainer"), "train"])
+    assert not ok and error == f"cannot start {tmp_path / 'no-such-trainer'}: no such program"
+
+
+def test_retrain_runs_niced_from_its_first_instruction(tmp_path: Path) -> None:
+    """The niceness is in place before the command runs (it was once set after the start,
+    and a quick command could read 0)."""
+    from chromowatch.daemon import Daemon
+    from chromowatch.settings import Settings
+
+    d = Daemon(Settings(paths={"data_dir": str(tmp_path)},
+                        schedule={"retrain_nice": 9}))  # type: ignore[arg-type]
+    want = min(19, os.nice(0) + 9)
+    for _ in range(5):
+        ok, error = d._run_retrain([sys.executable, "-c",
+                                    f"import os; print('niceness', os.nice(0)); "
+                                    f"raise SystemExit(os.nice(0) != {want})"])
+        assert ok, error
 
 
 def test_last_due_before_finds_the_missed_night() -> None:
