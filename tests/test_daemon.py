@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -389,30 +389,41 @@ def one_shot(env: dict[str, Path], files: list[Path], tmp: Path) -> dict[str, An
     return results_by_content(data / "chromowatch.sqlite3")
 
 
+def kill_9_after(env: dict[str, Path], n: int, timeout: float,
+                 write: Sequence[tuple[Path, bytes]] = ()) -> None:
+    """Start the daemon, write these files once it runs, kill -9 it once n files are done."""
+    d = DaemonProcess(env["config"], env["tmp"])
+    try:
+        d.wait_ready()
+        for path, blob in write:
+            path.write_bytes(blob)
+        wait_for(finished(env["db"], n), timeout, f"{n} files done")
+        d.proc.kill()
+        d.proc.wait()
+    finally:
+        d.close()
+
+
+def restart_until_finished(env: dict[str, Path], n: int, timeout: float) -> None:
+    """Start the daemon again, wait for all n files, stop it cleanly (exit 0)."""
+    d = DaemonProcess(env["config"], env["tmp"])
+    try:
+        d.wait_ready()
+        wait_for(finished(env["db"], n), timeout, "all files after the restart")
+        d.signal(signal.SIGTERM)
+        assert d.wait(timeout) == 0
+    finally:
+        d.close()
+
+
 def test_kill_9_mid_backlog_loses_and_duplicates_nothing(env: dict[str, Path],
                                                           base_spreads: list[np.ndarray]) -> None:
     inbox, db = env["inbox"], env["db"]
     blobs = spread_bytes(base_spreads, 8, offset=300)
     paths = [inbox / "S1" / f"k{i:02d}.png" for i in range(len(blobs))]
-    d = DaemonProcess(env["config"], env["tmp"])
-    try:
-        d.wait_ready()
-        for p, blob in zip(paths, blobs, strict=True):
-            p.write_bytes(blob)
-        wait_for(finished(db, 2), 60, "two files done")
-        d.proc.kill()
-        d.proc.wait()
-    finally:
-        d.close()
+    kill_9_after(env, 2, 60, write=list(zip(paths, blobs, strict=True)))
     assert sum(s == "done" for s in states(db).values()) < len(paths)
-    d2 = DaemonProcess(env["config"], env["tmp"])
-    try:
-        d2.wait_ready()
-        wait_for(finished(db, len(paths)), 90, "all files after the restart")
-        d2.signal(signal.SIGTERM)
-        assert d2.wait(60) == 0
-    finally:
-        d2.close()
+    restart_until_finished(env, len(paths), 90)
     assert results_by_content(db) == one_shot(env, paths, env["tmp"])
 
 

@@ -14,8 +14,10 @@ from tests.test_daemon import (  # noqa: F401 (fixtures are used by name)
     base_spreads,
     env,
     finished,
+    kill_9_after,
     models_dir,
     one_shot,
+    restart_until_finished,
     results_by_content,
     spread_bytes,
     states,
@@ -58,21 +60,7 @@ def test_kill_9_in_a_large_backlog_then_restart_matches_one_shot(
     for p, blob in zip(paths, blobs, strict=True):
         p.write_bytes(blob)
     for kill_after in (5, 25):  # killed twice, at different depths of the backlog
-        d = DaemonProcess(env["config"], env["tmp"])
-        try:
-            d.wait_ready()
-            wait_for(finished(db, kill_after), 300, f"{kill_after} files done")
-            d.proc.kill()
-            d.proc.wait()
-        finally:
-            d.close()
+        kill_9_after(env, kill_after, 300)
     assert sum(s == "done" for s in states(db).values()) < len(paths)
-    d = DaemonProcess(env["config"], env["tmp"])
-    try:
-        d.wait_ready()
-        wait_for(finished(db, len(paths)), 600, "all files after the restarts")
-        d.signal(signal.SIGTERM)
-        assert d.wait(120) == 0
-    finally:
-        d.close()
+    restart_until_finished(env, len(paths), 600)
     assert results_by_content(db) == one_shot(env, paths, env["tmp"])
