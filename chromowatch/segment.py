@@ -3,9 +3,10 @@
 Steps, each sized by the spread's own chromosomes rather than by absolute pixel counts:
 flatten the background, threshold relative to the chromosomes' typical darkness, cut out
 interphase nuclei (regions much thicker than a chromosome), split objects much larger than
-typical where a rising threshold finds a seam (watershed from the pieces) or else between
-two notches of the outline into chromosome-sized pieces (touching sisters are kept
-together), flag what cannot be split, pair separated sister chromatids (mutually nearest,
+typical where a rising threshold finds a seam (watershed from the pieces; a seam nearly as
+dark as the chromosomes only between two pieces meeting at an angle) or else between two
+notches of the outline into chromosome-sized pieces (touching sisters are kept together),
+flag what cannot be split, pair separated sister chromatids (mutually nearest,
 chromatid-like or unmistakably side by side, parallel, of similar size) into one class C
 object, drop debris, and group the objects into metaphases (clusters of chromosomes).
 """
@@ -517,6 +518,9 @@ def _split_touching(
     Touching chromosomes meet in a fainter seam: raising the threshold inside the object, in
     steps, finds the level where it falls apart into substantial pieces; a watershed from
     those pieces then shares the object's pixels out, so each piece keeps its full outline.
+    A seam above `split_max_level` (up to `split_seam_level`) may be a light band of one
+    chromosome or the groove between sisters; it is taken only where the two pieces meet at
+    an angle (`_meet_at_angle`), before trying notch cuts.
     Objects no level separates are returned as touching (indices into the new unit list).
     `labels` is updated in place.
     """
@@ -536,13 +540,17 @@ def _split_touching(
         values = dark[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
         own = window == unit.label
         pieces: list[Unit] = []
-        splits = (_watershed_split, _concavity_split) if large else (_neck_split,)
+        splits = (
+            (_watershed_split, _dark_seam_split, _concavity_split) if large else (_neck_split,)
+        )
         for split in splits:
             local = split(own, values, scale, typical, settings)
             pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
-            notched = split is not _watershed_split
+            notched = split is _concavity_split or split is _neck_split
             if len(pieces) == 2 and _touching_sisters(pieces, notched, thin, settings, large):
                 pieces = []  # one class C pair whose sisters touch: keep it whole
+            if split is _dark_seam_split and not _meet_at_angle(pieces, thin, settings):
+                pieces = []  # one chromosome parted at a light band, or sisters
             if pieces:
                 break
         if (
@@ -600,6 +608,38 @@ def _touching_sisters(
     )
 
 
+def _dark_seam_split(
+    own: np.ndarray,
+    values: np.ndarray,
+    scale: Scale,
+    typical: float,
+    settings: SegmentSettings,
+) -> np.ndarray | None:
+    """Pieces of one object parted by a seam darker than `split_max_level` but no darker
+    than `split_seam_level` of the typical peak, or None (also when that is off)."""
+    if settings.split_seam_level <= settings.split_max_level:
+        return None
+    level = settings.split_seam_level
+    return _watershed_split(own, values, scale, typical, settings, max_level=level)
+
+
+def _meet_at_angle(pieces: list[Unit], thin: float, settings: SegmentSettings) -> bool:
+    """Whether two pieces are two chromosomes that touch or cross at an angle.
+
+    A seam nearly as dark as the chromosomes also parts one chromosome at a light band
+    (the pieces then lie in line) and a pair of sisters along their groove (side by side,
+    or splayed from the centromere at a narrow angle); two chromosomes that touch end to
+    side or cross meet at a wider one: at least `split_seam_angle` degrees between axes.
+    """
+    if len(pieces) != 2:
+        return False
+    a, b = pieces
+    if _sister_score(a, b, None, thin, settings, any_profile=True) is not None:
+        return False
+    diff = abs(a.angle - b.angle)
+    return math.degrees(min(diff, math.pi - diff)) >= settings.split_seam_angle
+
+
 def _neck_split(
     own: np.ndarray,
     values: np.ndarray,
@@ -642,15 +682,19 @@ def _watershed_split(
     typical: float,
     settings: SegmentSettings,
     min_piece: float | None = None,
+    max_level: float | None = None,
 ) -> np.ndarray | None:
-    """Pieces 1..k of one object (`own`), or None when no rising threshold separates it."""
+    """Pieces 1..k of one object (`own`), or None when no rising threshold below
+    `max_level` (share of the typical peak; default `split_max_level`) separates it."""
     if min_piece is None:
         min_piece = 0.3 * typical
+    if max_level is None:
+        max_level = settings.split_max_level
     import cv2
 
     step = 0.05 * scale.peak
     level = scale.threshold + step
-    while level < settings.split_max_level * scale.peak:
+    while level < max_level * scale.peak:
         seeds = ((values > level) & own).astype(np.uint8)
         n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(seeds, connectivity=8)
         big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_piece]

@@ -151,6 +151,21 @@ class SegmentSettings(Section):
         description="A seam darker than this share of the typical peak darkness is not one "
         "between two chromosomes (it is a centromere or an overlap): no split there.",
     )
+    split_seam_level: float = Field(
+        0.95,
+        ge=0,
+        description="Above split_max_level, a seam up to this share of the typical peak "
+        "darkness still parts an object larger than split_area when the two pieces meet at "
+        "split_seam_angle or more (two chromosomes touching or crossing, not one parted at "
+        "a light band nor sisters). At most split_max_level: off.",
+    )
+    split_seam_angle: float = Field(
+        45.0,
+        ge=0,
+        le=90,
+        description="Smallest angle, in degrees, between the axes of two pieces parted at a "
+        "seam above split_max_level (sisters lie within pair_max_angle).",
+    )
     split_notch_depth: float = Field(
         0.8,
         gt=0,

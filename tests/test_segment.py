@@ -457,3 +457,48 @@ def test_a_chromosome_pressed_end_on_at_a_slant_is_cut_by_a_long_cut() -> None:
         ]
         seg = segment(_finish(img), SegmentSettings())
         assert all(_matched(seg, box) for box in boxes), seed
+
+
+def _stroke(img: np.ndarray, p0: tuple[int, int], p1: tuple[int, int]) -> BBox:
+    """A class A rod (10 px wide) from p0 to p1; its true box."""
+    mark = np.zeros(img.shape[:2], np.uint8)
+    cv2.line(img, p0, p1, INK, 10, cv2.LINE_AA)
+    cv2.line(mark, p0, p1, 255, 10, cv2.LINE_AA)
+    return BBox(*cv2.boundingRect(mark))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_two_chromosomes_meeting_at_an_angle_are_parted_at_a_dark_seam(seed: int) -> None:
+    """A rod whose end nearly meets another's end at 60 degrees: after the optical blur the
+    contact is darker than `split_max_level` and the outer notch too shallow for a cut, so
+    only the seam up to `split_seam_level` parts them (the pieces meet at an angle)."""
+    rng = np.random.default_rng(seed)
+    img = _glass(480, 720, rng)
+    _cluster(img, 60, 60, ["A", "C"] * 6, rng)
+    turn = math.radians(60)
+    start = (520 + round(11 * math.cos(turn)), 300 + round(11 * math.sin(turn)))
+    end = (round(start[0] + 70 * math.cos(turn)), round(start[1] + 70 * math.sin(turn)))
+    boxes = [_stroke(img, (440, 300), (520, 300)), _stroke(img, start, end)]
+    spread = _finish(img)
+    assert all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
+    off = SegmentSettings(split_seam_level=0.0)
+    assert not all(_matched(segment(spread, off), box) for box in boxes)
+
+
+def test_a_long_chromosome_with_a_light_band_stays_whole() -> None:
+    """A long rod crossed by a lighter band: the band is a seam above `split_max_level`, but
+    the two pieces lie in line, so the dark-seam split leaves the chromosome whole (with no
+    angle required it would cut it in two)."""
+    rng = np.random.default_rng(0)
+    img = _glass(480, 720, rng)
+    _cluster(img, 60, 60, ["A", "C"] * 6, rng)
+    box = _stroke(img, (420, 300), (530, 330))
+    rod = np.zeros(img.shape[:2], np.uint8)
+    cv2.line(rod, (420, 300), (530, 330), 1, 10, cv2.LINE_AA)
+    band = np.zeros_like(rod)
+    cv2.line(band, (478, 290), (472, 340), 1, 3)
+    lighter = [round(i + 0.25 * (g - i)) for i, g in zip(INK, GLASS, strict=True)]
+    img[(rod > 0) & (band > 0)] = lighter
+    spread = _finish(img)
+    assert _matched(segment(spread, SegmentSettings()), box)
+    assert not _matched(segment(spread, SegmentSettings(split_seam_angle=0.0)), box)
