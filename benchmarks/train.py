@@ -13,7 +13,8 @@ them (the GPU machine's transfer limit) installs those as "ikemoto2023", and the
 is then with that many published models, as the output says.
 Scores come from the training run itself: the candidate and the current (published)
 ensemble on the same holdout (20% of the crops by content hash). Extra arguments after
-`--` go to `chromowatch train`; settings via CHROMOWATCH_TRAINING__* as usual.
+`--` go to `chromowatch train`; settings via CHROMOWATCH_TRAINING__* (and
+CHROMOWATCH_ENHANCE__* / CHROMOWATCH_SEGMENT__*, which change the imported crops) as usual.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from chromowatch.classify.published import IKEMOTO2023  # noqa: E402
 
+PASSED_SETTINGS = ("CHROMOWATCH_TRAINING__", "CHROMOWATCH_ENHANCE__", "CHROMOWATCH_SEGMENT__")
 DATA = Path(os.environ.get("CHROMOWATCH_REAL_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -92,7 +94,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="chromowatch-train-bench-")
     data_dir = Path(args.keep) if args.keep else Path(tmp.name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMOWATCH_")
-           or k.startswith("CHROMOWATCH_TRAINING__") or k == "CHROMOWATCH_REAL_DATA"}
+           or k.startswith(PASSED_SETTINGS) or k == "CHROMOWATCH_REAL_DATA"}
     env["CHROMOWATCH_PATHS__DATA_DIR"] = str(data_dir)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
                                         if p)
