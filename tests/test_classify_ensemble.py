@@ -121,6 +121,35 @@ def test_cuda_batches_are_padded_to_few_shapes_and_padding_changes_nothing(
     np.testing.assert_allclose(padded, plain, atol=1e-6)
 
 
+def test_resizing_in_threads_gives_exactly_the_same_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from chromowatch.classify import ensemble as ensemble_module
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    ens = Ensemble("t", [("a", make_bundle(1)), ("b", make_bundle(2))], device="cpu",
+                   batch_size=32)
+    images = crops(70, seed=2)
+    names: set[str] = set()
+    real_resize = Image.Image.resize
+
+    def spy(self: Image.Image, *args: object, **kwargs: object) -> Image.Image:
+        names.add(threading.current_thread().name)
+        return real_resize(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    threaded = ens.predict_proba(images)
+    assert any(n.startswith("resize") for n in names)  # the pool did the work
+    assert not any(t.name.startswith("resize") for t in threading.enumerate())  # and is gone
+    monkeypatch.setattr(ensemble_module, "PARALLEL_RESIZE_MIN", 10_000)  # one thread
+    names.clear()
+    plain = ens.predict_proba(images)
+    assert not any(n.startswith("resize") for n in names)
+    np.testing.assert_array_equal(threaded[1], plain[1])
+
+
 def test_grey_images_and_empty_input() -> None:
     ensemble = Ensemble("t", [("a", make_bundle(1))], device="cpu")
     grey = np.full((30, 40), 120, np.uint8)

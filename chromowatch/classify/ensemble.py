@@ -10,9 +10,11 @@ with oneDNN for SqueezeNet, MobileNetV2 and DenseNet161; see BENCHMARKS.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,7 @@ from chromowatch.records import CLASS_NAMES, Prediction
 
 log = logging.getLogger(__name__)
 
+PARALLEL_RESIZE_MIN = 16  # crops per resizing thread, at least
 PAD_MULTIPLE = 16  # CUDA batches are padded to a multiple of this (see Ensemble.padded_rows)
 
 
@@ -170,11 +173,17 @@ class Ensemble:
         """(N, 3) ensemble probabilities and (members, N, 3) member probabilities, A/B/C order."""
         crops = [_as_rgb(img, i) for i, img in enumerate(images)]
         per_member = np.zeros((len(self._members), len(crops), len(CLASS_NAMES)), np.float32)
-        with torch.inference_mode():
+        # Resizing is PIL's, one crop at a time, and on a GPU it is the slow part; PIL lets go
+        # of the GIL while it resizes, so threads (as many as torch's) share it out.
+        threads = min(torch.get_num_threads(), len(crops) // PARALLEL_RESIZE_MIN)
+        with contextlib.ExitStack() as stack, torch.inference_mode():
+            pool = (stack.enter_context(ThreadPoolExecutor(threads, "resize"))
+                    if threads > 1 else None)
             for start in range(0, len(crops), self.batch_size):
                 chunk = crops[start : start + self.batch_size]
                 for group in self._groups:
-                    self._run_group(group, chunk, per_member[:, start : start + len(chunk)])
+                    self._run_group(group, chunk, per_member[:, start : start + len(chunk)],
+                                    pool)
         return per_member.mean(axis=0, dtype=np.float64), per_member
 
     def padded_rows(self, n: int) -> int:
@@ -186,19 +195,29 @@ class Ensemble:
             return n
         return min(max(self.batch_size, n), -(-n // PAD_MULTIPLE) * PAD_MULTIPLE)
 
-    def _run_group(self, group: _Group, chunk: list[np.ndarray], out: np.ndarray) -> None:
-        batch = self._prepare(group, chunk)
+    def _run_group(self, group: _Group, chunk: list[np.ndarray], out: np.ndarray,
+                   pool: Executor | None = None) -> None:
+        batch = self._prepare(group, chunk, pool)
         for index in group.members:
             out[index] = self._forward(self._members[index], batch)[: len(chunk)]
 
-    def _prepare(self, group: _Group, chunk: list[np.ndarray]) -> torch.Tensor:
+    def _prepare(self, group: _Group, chunk: list[np.ndarray],
+                 pool: Executor | None = None) -> torch.Tensor:
         """PIL resize (== torchvision Resize on PIL), then ToTensor + Normalize per batch;
         rows beyond the chunk (padding, see padded_rows) are zero and their output unused."""
         height, width = group.input_size
         resized = np.zeros((self.padded_rows(len(chunk)), height, width, 3), np.uint8)
         bilinear = Image.Resampling.BILINEAR
-        for i, crop in enumerate(chunk):
-            resized[i] = np.asarray(Image.fromarray(crop).resize((width, height), bilinear))
+
+        def resize(i: int) -> None:
+            resized[i] = np.asarray(Image.fromarray(chunk[i]).resize((width, height), bilinear))
+
+        if pool is None:
+            for i in range(len(chunk)):
+                resize(i)
+        else:
+            for _ in pool.map(resize, range(len(chunk))):
+                pass  # map re-raises a worker's exception here
         # NHWC memory viewed as NCHW is channels_last already: no copy.
         batch = torch.from_numpy(resized).permute(0, 3, 1, 2)
         if self.device.type == "cuda":
