@@ -43,6 +43,13 @@ ROD_WIDTH = 1.1
 #: Pieces of a long cut through an object flagged as touching (`split_touching_cut`) are
 #: at least this many typical objects: whole chromosomes, not an arm cut off a cross.
 LONG_CUT_PIECE = 0.8
+#: An object paired with nothing and over this many typical objects may be a clump of a
+#: chromosome and a sister pair (`_regroup_clumps`) ...
+CLUMP_AREA = 1.2
+#: ... whose chromatid-sized pieces (seeds of at least this many typical objects) ...
+CLUMP_PIECE = 0.12
+#: ... regroup into pairs and single pieces of at least this many typical objects each.
+CLUMP_WHOLE = 0.5
 
 #: Box colours (RGB) of the overlay, by class; unlabelled crops are yellow, flagged magenta.
 CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -104,9 +111,9 @@ def segment(rgb: np.ndarray, settings: SegmentSettings) -> Segmentation:
         reason = "only nuclei" if nuclei else "only debris"
         return _empty(f"no metaphase found: {reason}")
     units, touching = _split_touching(units, labels, dark, scale, settings)
-    groups = _drop_debris(
-        _pair_chromatids(units, labels, scale, settings), units, scale, settings, labels.shape
-    )
+    groups = _pair_chromatids(units, labels, scale, settings)
+    groups = _regroup_clumps(units, groups, labels, dark, scale, settings)
+    groups = _drop_debris(groups, units, scale, settings, labels.shape)
     if not groups:
         return _empty("no metaphase found: only debris")
     flags = {
@@ -585,6 +592,126 @@ def _split_touching(
         next_label += len(pieces)
     touching = {k for k, u in enumerate(out) if u.label in touching_labels}
     return out, touching
+
+
+def _regroup_clumps(
+    units: list[Unit],
+    groups: list[list[int]],
+    labels: np.ndarray,
+    dark: np.ndarray,
+    scale: Scale,
+    settings: SegmentSettings,
+) -> list[list[int]]:
+    """Regroup an oversized object that nothing split or paired into sister pairs and whole
+    chromosomes, where it is one.
+
+    In a dense clump a short sister pair can touch a chromosome: one object, over
+    `CLUMP_AREA` typical objects, whose pieces are too small for the splits of
+    `_split_touching`. Such an object is cut at the rising threshold that gives the most
+    chromatid-sized seeds (`_fine_split`, at least three, below `split_max_level`); pieces
+    within half a stroke of each other that score as sisters (`_sister_score`; pieces under
+    half a typical object and hardly longer than wide have no axis to compare) are paired,
+    best first. The new grouping is taken only when it holds a pair and every group, pair
+    or single piece, is at least `CLUMP_WHOLE` typical objects (chromosome-sized: a
+    chromosome's arm or band is not cut off as a pair); otherwise the object stays as it
+    was. `units` (extended with the pieces) and `labels` are updated in place.
+    """
+    import cv2
+
+    typical = _typical_area([u for u in units if u.area >= scale.stroke * scale.stroke])
+    thin = _thin_limit(units, scale)
+    next_label = int(labels.max()) + 1
+    out: list[list[int]] = []
+    for g in groups:
+        if len(g) != 1 or units[g[0]].area < CLUMP_AREA * typical:
+            out.append(g)
+            continue
+        unit = units[g[0]]
+        window = labels[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
+        values = dark[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
+        own = window == unit.label
+        local = _fine_split(own, values, scale, CLUMP_PIECE * typical, settings)
+        if local is None:
+            out.append(g)
+            continue
+        pieces = _units(local, int(local.max()) + 1, values)
+        reach = 2 * round(0.5 * scale.stroke) + 1
+        grow = np.ones((reach, reach), np.uint8)
+        near = [cv2.dilate((local == p.label).astype(np.uint8), grow) > 0 for p in pieces]
+        small = 0.5 * typical
+        cands: list[tuple[float, int, int]] = []
+        for i, a in enumerate(pieces):
+            for j in range(i + 1, len(pieces)):
+                b = pieces[j]
+                if not (near[i] & (local == b.label)).any():
+                    continue
+                tiny = all(u.area < small and u.elongation < COMPACT_ELONGATION for u in (a, b))
+                score = _sister_score(a, b, None, thin, settings, tiny)
+                if score is not None:
+                    cands.append((score, i, j))
+        cands.sort()
+        used: set[int] = set()
+        pairs: list[list[int]] = []
+        for _, i, j in cands:
+            if i in used or j in used:
+                continue
+            used.update((i, j))
+            pairs.append([i, j])
+        rest = [i for i in range(len(pieces)) if i not in used]
+        whole = CLUMP_WHOLE * typical
+        if (
+            not pairs
+            or any(pieces[i].area + pieces[j].area < whole for i, j in pairs)
+            or any(pieces[i].area < whole for i in rest)
+        ):
+            out.append(g)
+            continue
+        inside = local > 0
+        window[own] = 0
+        window[inside] = local[inside] + (next_label - 1)
+        base = len(units)
+        for p in pieces:
+            p.label += next_label - 1
+            p.x += unit.x
+            p.y += unit.y
+            p.cx += unit.x
+            p.cy += unit.y
+            units.append(p)
+        next_label += len(pieces)
+        out.extend([[base + i, base + j] for i, j in pairs])
+        out.extend([[base + i] for i in rest])
+    return out
+
+
+def _fine_split(
+    own: np.ndarray, values: np.ndarray, scale: Scale, min_piece: float, settings: SegmentSettings
+) -> np.ndarray | None:
+    """Pieces 1..k (k >= 3) of one object from the rising-threshold level below
+    `split_max_level` that leaves the most seeds of `min_piece` pixels, or None."""
+    import cv2
+
+    step = 0.05 * scale.peak
+    level = scale.threshold + step
+    best: tuple[int, np.ndarray, list[int]] | None = None
+    while level < settings.split_max_level * scale.peak:
+        seeds = ((values > level) & own).astype(np.uint8)
+        n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(seeds, connectivity=8)
+        big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_piece]
+        if not big:
+            break
+        if len(big) >= 3 and (best is None or len(big) > best[0]):
+            best = (len(big), seed_labels, big)
+        level += step
+    if best is None:
+        return None
+    _, seed_labels, big = best
+    markers = np.zeros(own.shape, np.int32)
+    for k, i in enumerate(big, start=1):
+        markers[seed_labels == i] = k
+    relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
+    cv2.watershed(relief, markers)
+    markers[~own | (markers < 0)] = 0
+    return _drop_fragments(markers, len(big))
 
 
 def _touching_sisters(

@@ -502,3 +502,23 @@ def test_a_long_chromosome_with_a_light_band_stays_whole() -> None:
     spread = _finish(img)
     assert _matched(segment(spread, SegmentSettings()), box)
     assert not _matched(segment(spread, SegmentSettings(split_seam_angle=0.0)), box)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_short_pair_touching_a_chromosome_is_regrouped_as_its_own_crop(seed: int) -> None:
+    """Two small round chromatids (a short class C pair) pressed against a class A rod's end:
+    one object at the threshold, cut by no seam (its pieces are too small for a split) and
+    paired with nothing. Split into chromatid-sized pieces, the two blobs pair as sisters and
+    the rest is a whole chromosome, so the object becomes two crops."""
+    rng = np.random.default_rng(seed)
+    img = _glass(480, 720, rng)
+    _cluster(img, 60, 60, ["A", "C"] * 6, rng)
+    rod = _stroke(img, (420, 300), (490, 300))
+    mark = np.zeros(img.shape[:2], np.uint8)
+    for cy in (292, 308):
+        cv2.circle(img, (500, cy), 5, INK, -1, cv2.LINE_AA)
+        cv2.circle(mark, (500, cy), 5, 255, -1)
+    pair = BBox(*cv2.boundingRect(mark))
+    spread = _finish(img)
+    seg = segment(spread, SegmentSettings())
+    assert _matched(seg, rod) and _matched(seg, pair)
