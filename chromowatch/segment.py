@@ -50,6 +50,9 @@ CLUMP_AREA = 1.2
 CLUMP_PIECE = 0.12
 #: ... regroup into pairs and single pieces of at least this many typical objects each.
 CLUMP_WHOLE = 0.5
+#: A lone chromatid joins the piece it touches where the contact is at least this share of
+#: each piece's length from its centre (the outer halves: end to end) (`_join_fragments`).
+JOIN_END = 0.25
 
 #: Box colours (RGB) of the overlay, by class; unlabelled crops are yellow, flagged magenta.
 CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -113,6 +116,7 @@ def segment(rgb: np.ndarray, settings: SegmentSettings) -> Segmentation:
     units, touching = _split_touching(units, labels, dark, scale, settings)
     groups = _pair_chromatids(units, labels, scale, settings)
     groups = _regroup_clumps(units, groups, labels, dark, scale, settings)
+    groups = _join_fragments(units, groups, labels, scale)
     groups = _drop_debris(groups, units, scale, settings, labels.shape)
     if not groups:
         return _empty("no metaphase found: only debris")
@@ -680,6 +684,63 @@ def _regroup_clumps(
         next_label += len(pieces)
         out.extend([[base + i, base + j] for i, j in pairs])
         out.extend([[base + i] for i in rest])
+    return out
+
+
+def _join_fragments(
+    units: list[Unit], groups: list[list[int]], labels: np.ndarray, scale: Scale
+) -> list[list[int]]:
+    """Join a lone chromatid cut off by the splits to the single piece it continues.
+
+    The watershed of a dense clump can cut one chromatid of a sister pair away from the
+    rest of the pair: a piece left alone, under `CLUMP_WHOLE` typical objects (no whole
+    chromosome) and as thin as one chromatid (`_thin_limit`), still touching the piece it
+    was cut from. It joins the single piece (not a pair: pairs are whole; not one over
+    `CLUMP_AREA` typical objects: that is a clump, not the rest of a pair) it touches with
+    both ends: the contact lies in the outer half of each piece's axis (`JOIN_END`), as
+    where a chromatid continues. Where it touches several such pieces, the longest contact
+    wins.
+    """
+    import cv2
+
+    typical = _typical_area([u for u in units if u.area >= scale.stroke * scale.stroke])
+    thin = _thin_limit(units, scale)
+    group_of = {i: k for k, g in enumerate(groups) for i in g}
+    by_label = {u.label: i for i, u in enumerate(units)}
+    height, width = labels.shape[:2]
+    cross = np.ones((3, 3), np.uint8)
+    joined: dict[int, int] = {}
+    for k, g in enumerate(groups):
+        a = units[g[0]]
+        if len(g) != 1 or k in joined or a.area >= CLUMP_WHOLE * typical or a.thickness > thin:
+            continue
+        y0, x0 = max(a.y - 1, 0), max(a.x - 1, 0)
+        window = labels[y0 : min(a.y + a.h + 1, height), x0 : min(a.x + a.w + 1, width)]
+        ring = cv2.dilate((window == a.label).astype(np.uint8), cross) > 0
+        best: tuple[int, int] | None = None
+        for other in np.unique(window[ring & (window != a.label) & (window > 0)]):
+            j = by_label[int(other)]
+            kb = group_of[j]
+            if len(groups[kb]) != 1 or kb in joined or kb == k:
+                continue
+            if units[j].area >= CLUMP_AREA * typical:
+                continue
+            ys, xs = np.nonzero(ring & (window == other))
+            px, py = float(xs.mean()) + x0, float(ys.mean()) + y0
+            if all(
+                abs((px - u.cx) * math.cos(u.angle) + (py - u.cy) * math.sin(u.angle))
+                >= JOIN_END * u.length
+                for u in (a, units[j])
+            ) and (best is None or len(xs) > best[0]):
+                best = (len(xs), kb)
+        if best is not None:
+            joined[k] = best[1]
+    if not joined:
+        return groups
+    out: list[list[int]] = []
+    for k, g in enumerate(groups):
+        if k not in joined:
+            out.append(g + [groups[m][0] for m, t in joined.items() if t == k])
     return out
 
 

@@ -522,3 +522,27 @@ def test_a_short_pair_touching_a_chromosome_is_regrouped_as_its_own_crop(seed: i
     spread = _finish(img)
     seg = segment(spread, SegmentSettings())
     assert _matched(seg, rod) and _matched(seg, pair)
+
+
+def test_a_lone_chromatid_cut_off_its_pair_rejoins_the_piece_it_continues() -> None:
+    """The watershed of a clump cut one chromatid (thin, under half a typical object) off
+    the rest of its pair, end to end: it joins that piece instead of being its own crop."""
+    from chromowatch.segment import Scale, _join_fragments, _units
+
+    labels = np.zeros((200, 400), np.int32)
+    labels[20:50, 50:54] = 1  # the lone chromatid
+    labels[50:80, 46:58] = 2  # the rest of the pair, touching its end
+    n = 3
+    for k in range(6):  # single chromatids elsewhere
+        labels[100:140, 20 + 15 * k : 25 + 15 * k] = n
+        n += 1
+    for k in range(10):  # whole chromosomes
+        labels[150:190, 20 + 30 * k : 34 + 30 * k] = n
+        n += 1
+    dark = (labels > 0).astype(np.float32) * 100
+    units = _units(labels, n, dark)
+    groups = [[i] for i in range(len(units))]
+    scale = Scale(threshold=20.0, stroke=5.0, peak=100.0)
+    out = _join_fragments(units, groups, labels, scale)
+    assert len(out) == len(groups) - 1
+    assert sorted(next(g for g in out if len(g) == 2)) == [0, 1]
