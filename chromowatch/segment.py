@@ -294,8 +294,23 @@ def _units(labels: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
     return units
 
 
-def _typical_area(units: list[Unit]) -> float:
-    return float(np.median([u.area for u in units])) if units else 0.0
+def _typical_area(units: list[Unit], scale: Scale) -> float:
+    """Median area of the units at least a stroke square (specks do not count)."""
+    areas = [u.area for u in units if u.area >= scale.stroke * scale.stroke]
+    return float(np.median(areas)) if areas else 0.0
+
+
+def _best_pairs(candidates: list[tuple[float, int, int]]) -> tuple[list[list[int]], set[int]]:
+    """Pairs from (score, i, j) candidates, lowest score first, each index used once;
+    also the indices used."""
+    used: set[int] = set()
+    pairs: list[list[int]] = []
+    for _, i, j in sorted(candidates):
+        if i in used or j in used:
+            continue
+        used.update((i, j))
+        pairs.append([i, j])
+    return pairs, used
 
 
 def _drop_debris(
@@ -353,7 +368,7 @@ def _pair_chromatids(
     not tested: a short pair splayed or lying end to end stays one object, not two specks.
     """
     thin = _thin_limit(units, scale)
-    small = 0.5 * _typical_area([u for u in units if u.area >= scale.stroke * scale.stroke])
+    small = 0.5 * _typical_area(units, scale)
     reach = settings.pair_max_gap * scale.stroke
     candidates: list[tuple[float, int, int]] = []
     gaps: dict[tuple[int, int], float] = {}
@@ -389,14 +404,7 @@ def _pair_chromatids(
         if not tiny and not _alongside_or_meeting(units[i], units[j], gap, labels, settings):
             continue
         candidates.append((score, i, j))
-    candidates.sort()
-    used: set[int] = set()
-    groups: list[list[int]] = []
-    for _, i, j in candidates:
-        if i in used or j in used:
-            continue
-        used.update((i, j))
-        groups.append([i, j])
+    groups, used = _best_pairs(candidates)
     groups.extend([i] for i in range(len(units)) if i not in used)
     return groups
 
@@ -535,7 +543,7 @@ def _split_touching(
     Objects no level separates are returned as touching (indices into the new unit list).
     `labels` is updated in place.
     """
-    typical = _typical_area([u for u in units if u.area >= scale.stroke * scale.stroke])
+    typical = _typical_area(units, scale)
     thin = _thin_limit(units, scale)
     next_label = int(labels.max()) + 1
     out: list[Unit] = []
@@ -622,7 +630,7 @@ def _regroup_clumps(
     """
     import cv2
 
-    typical = _typical_area([u for u in units if u.area >= scale.stroke * scale.stroke])
+    typical = _typical_area(units, scale)
     thin = _thin_limit(units, scale)
     next_label = int(labels.max()) + 1
     out: list[list[int]] = []
@@ -653,14 +661,7 @@ def _regroup_clumps(
                 score = _sister_score(a, b, None, thin, settings, tiny)
                 if score is not None:
                     cands.append((score, i, j))
-        cands.sort()
-        used: set[int] = set()
-        pairs: list[list[int]] = []
-        for _, i, j in cands:
-            if i in used or j in used:
-                continue
-            used.update((i, j))
-            pairs.append([i, j])
+        pairs, used = _best_pairs(cands)
         rest = [i for i in range(len(pieces)) if i not in used]
         whole = CLUMP_WHOLE * typical
         if (
@@ -703,7 +704,7 @@ def _join_fragments(
     """
     import cv2
 
-    typical = _typical_area([u for u in units if u.area >= scale.stroke * scale.stroke])
+    typical = _typical_area(units, scale)
     thin = _thin_limit(units, scale)
     group_of = {i: k for k, g in enumerate(groups) for i in g}
     by_label = {u.label: i for i, u in enumerate(units)}
@@ -766,13 +767,7 @@ def _fine_split(
     if best is None:
         return None
     _, seed_labels, big = best
-    markers = np.zeros(own.shape, np.int32)
-    for k, i in enumerate(big, start=1):
-        markers[seed_labels == i] = k
-    relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
-    cv2.watershed(relief, markers)
-    markers[~own | (markers < 0)] = 0
-    return _drop_fragments(markers, len(big))
+    return _seeded_watershed(own, values, seed_labels, big)
 
 
 def _touching_sisters(
@@ -887,18 +882,27 @@ def _watershed_split(
         n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(seeds, connectivity=8)
         big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_piece]
         if len(big) >= 2:
-            markers = np.zeros(own.shape, np.int32)
-            for k, i in enumerate(big, start=1):
-                markers[seed_labels == i] = k
-            # No marker outside the object: it would claim the object's faint rim first.
-            relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
-            cv2.watershed(relief, markers)
-            markers[~own | (markers < 0)] = 0
-            return _drop_fragments(markers, len(big))
+            return _seeded_watershed(own, values, seed_labels, big)
         if not big:
             return None
         level += step
     return None
+
+
+def _seeded_watershed(own: np.ndarray, values: np.ndarray, seed_labels: np.ndarray,
+                      seeds: list[int]) -> np.ndarray:
+    """Pieces 1..k of `own`, grown by a watershed of its darkness from these seed
+    components (their labels in `seed_labels`), fragments dropped."""
+    import cv2
+
+    markers = np.zeros(own.shape, np.int32)
+    for k, i in enumerate(seeds, start=1):
+        markers[seed_labels == i] = k
+    # No marker outside the object: it would claim the object's faint rim first.
+    relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
+    cv2.watershed(relief, markers)
+    markers[~own | (markers < 0)] = 0
+    return _drop_fragments(markers, len(seeds))
 
 
 def _concavity_split(
