@@ -141,7 +141,6 @@ def train_candidate(settings: Settings, request: TrainRequest) -> dict[str, Any]
     torch.manual_seed(cfg.seed)
     member_nets = nets.start_nets(members, base_bundles, unfreeze=dict(cfg.unfreeze),
                                   imagenet_download=cfg.imagenet_download)
-    nets.to_device(member_nets, device)
     states = train_members(member_nets, train, val, cfg, device)
     trained_at = time.monotonic()
 
@@ -209,7 +208,6 @@ def train_candidate(settings: Settings, request: TrainRequest) -> dict[str, Any]
             current = None
             current_nets = []
     all_nets = saved + current_nets
-    nets.to_device(all_nets, device)
     logits = nets.member_logits(all_nets, images, device)
     cand_probs = softmax(logits[: len(saved)]).mean(axis=0)
     cand_scores = score(cand_probs, y_hold, samples)

@@ -21,7 +21,7 @@ from typing import TextIO
 import numpy as np
 
 from chromowatch.errors import InputImageError, UsageError
-from chromowatch.records import CLASS_NAMES, BBox, Crop
+from chromowatch.records import CLASS_NAMES, BBox, Crop, Spread
 from chromowatch.settings import Settings
 from chromowatch.store import Store
 
@@ -70,6 +70,19 @@ def _enhanced(rgb: np.ndarray, settings: Settings) -> np.ndarray:
     return enhance_crop(Crop(index=0, bbox=BBox(0, 0, w, h), rgb=rgb), settings.enhance)
 
 
+def _read_or_skip(path: Path, settings: Settings, summary: ImportSummary) -> Spread | None:
+    """The image, or None with a warning and the file listed as skipped (a bad file never
+    stops an import)."""
+    from chromowatch import ingest
+
+    try:
+        return ingest.read_spread(path, settings.ingest)
+    except InputImageError as exc:
+        log.warning("skipped %s", exc)
+        summary.skipped.append(str(path))
+        return None
+
+
 def _relabel(store: Store, items: list[tuple[int, str]], summary: ImportSummary, *,
              source: str, who: str) -> None:
     changed = store.set_labels(items, source=source, who=who) if items else 0
@@ -105,11 +118,8 @@ def import_folder(
     relabel: list[tuple[int, str]] = []
     for class_dir, cls in classes.items():
         for path in ingest.list_images([class_dir], settings.ingest):
-            try:
-                crop = ingest.read_spread(path, settings.ingest)
-            except InputImageError as exc:
-                log.warning("skipped %s", exc)
-                summary.skipped.append(str(path))
+            crop = _read_or_skip(path, settings, summary)
+            if crop is None:
                 continue
             rgb, sha256 = crop.rgb, crop.sha256
             summary.counts[cls] += 1
@@ -188,11 +198,8 @@ def import_yolo(
         if not label_file.is_file():
             log.info("%s: no %s, skipped", path, label_file.name)
             continue
-        try:
-            spread = ingest.read_spread(path, settings.ingest)
-        except InputImageError as exc:
-            log.warning("skipped %s", exc)
-            summary.skipped.append(str(path))
+        spread = _read_or_skip(path, settings, summary)
+        if spread is None:
             continue
         boxes = parse_yolo(label_file.read_text(encoding="utf-8"), spread.width, spread.height,
                            pad=pad, origin=str(label_file))
