@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +80,7 @@ def main() -> int:
 
     torch.set_num_threads(os.cpu_count() or 1)
     published = DATA / "ikemoto2023" / "models" / "squeezenet"
-    files = dict(list(IKEMOTO2023.files.items())[: args.members])
+    files = list(IKEMOTO2023.files)[: args.members]
     wt = [read_crop(p) for p in sorted((DATA / "ikemoto2023" / "crops" / "wt").glob("*/*.jpg"))]
     raws, y = ddx11_raw_crops()
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}; {len(raws)} ddx11 crops; published models 1-"
@@ -91,7 +90,7 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         library = ModelLibrary(Path(tmp))
-        fetch_published(library, replace(IKEMOTO2023, files=files, metrics=None), published,
+        fetch_published(library, IKEMOTO2023.subset(files), published,
                         timeout=30)
         names = library.ensemble_info("ikemoto2023").members
         members = [(m, library.load_bundle(m)) for m in names]

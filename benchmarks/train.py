@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,13 +53,12 @@ def _install_some(folder: Path, models: Path) -> float:
     from chromowatch.classify.published import fetch_published
 
     started = time.monotonic()
-    files = {f: h for f, h in IKEMOTO2023.files.items() if (folder / f).is_file()}
+    files = [f for f in IKEMOTO2023.files if (folder / f).is_file()]
     if not files:
         raise SystemExit(f"no published SqueezeNet_N.pth in {folder}")
     print(f"note: {len(files)} of the {len(IKEMOTO2023.files)} published models found in "
           f"{folder}; 'published' below means these {len(files)}", flush=True)
-    subset = replace(IKEMOTO2023, files=files, metrics=None)
-    fetch_published(ModelLibrary(models), subset, folder, timeout=30)
+    fetch_published(ModelLibrary(models), IKEMOTO2023.subset(files), folder, timeout=30)
     return time.monotonic() - started
 
 

@@ -174,3 +174,15 @@ def test_ikemoto2023_download_refuses_a_corrupted_file(
     )
     fetch_ikemoto2023(library, serve(tmp_path / "mirror"), timeout=10)
     assert len(library.list_bundles()) == 30
+
+
+def test_a_subset_keeps_the_pinned_hashes_and_drops_the_whole_set_metrics() -> None:
+    from chromowatch.classify.published import IKEMOTO2023
+
+    some = IKEMOTO2023.subset(["SqueezeNet_3.pth", "SqueezeNet_1.pth"])
+    assert list(some.files) == ["SqueezeNet_1.pth", "SqueezeNet_3.pth"]  # member order
+    assert some.files["SqueezeNet_3.pth"] == IKEMOTO2023.files["SqueezeNet_3.pth"]
+    assert some.metrics is None and IKEMOTO2023.metrics is not None
+    assert some.name == IKEMOTO2023.name
+    with pytest.raises(ValueError, match=r"SqueezeNet_99\.pth"):
+        IKEMOTO2023.subset(["SqueezeNet_99.pth"])

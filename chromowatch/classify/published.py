@@ -18,8 +18,8 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chromowatch.classify.bundle import (
@@ -50,6 +50,17 @@ class PublishedSet:
     max_bytes: int  # refuse a download that grows beyond this
     citation: str
     metrics: Mapping[str, object] | None = field(default=None)
+
+    def subset(self, names: Iterable[str]) -> PublishedSet:
+        """The same set restricted to these files (pinned hashes kept, member order kept),
+        without the metrics measured on the whole set. For benchmarks on machines that
+        hold only some of the files."""
+        wanted = set(names)
+        unknown = wanted - set(self.files)
+        if unknown:
+            raise ValueError(f"not files of {self.name}: {sorted(unknown)}")
+        files = {f: h for f, h in self.files.items() if f in wanted}
+        return replace(self, files=files, metrics=None)
 
 
 IKEMOTO2023 = PublishedSet(
