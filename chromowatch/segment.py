@@ -53,6 +53,10 @@ CLUMP_WHOLE = 0.5
 #: A lone chromatid joins the piece it touches where the contact is at least this share of
 #: each piece's length from its centre (the outer halves: end to end) (`_join_fragments`).
 JOIN_END = 0.25
+#: A separated sister is one chromatid wide: a unit thicker than this many strokes (the
+#: spread's median ridge width) is a whole chromosome, even when it lies parallel and close
+#: to another (separated C sisters measure at most 1.21 strokes on ddx11 and synthetic draws).
+SISTER_MAX_WIDTH = 1.5
 
 #: Box colours (RGB) of the overlay, by class; unlabelled crops are yellow, flagged magenta.
 CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -398,6 +402,8 @@ def _pair_chromatids(
             and u.thickness < CHROMATID_WIDTH * scale.stroke
             for u in (units[i], units[j])
         )
+        if max(units[i].thickness, units[j].thickness) > SISTER_MAX_WIDTH * scale.stroke:
+            continue  # a whole chromosome, two chromatids wide, is nobody's sister
         score = _sister_score(units[i], units[j], gap, thin, settings, tiny)
         if score is None:
             continue

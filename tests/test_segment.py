@@ -443,6 +443,24 @@ def test_two_thin_chromosomes_in_a_v_are_not_taken_for_sisters() -> None:
         assert all(_matched(seg, box) for box in boxes)
 
 
+def test_two_whole_chromosomes_side_by_side_are_not_taken_for_sisters() -> None:
+    """Two class A chromosomes lying parallel and close, alike in size, look like one
+    separated pair in outline; each is two chromatids wide, though (over SISTER_MAX_WIDTH
+    strokes in a spread of mostly separated sisters), so they stay two crops."""
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        img = _glass(480, 720, rng)
+        _cluster(img, 60, 60, ["C"] * 15, rng, offset=5.0)
+        boxes = []
+        for dy in (0, 16):
+            mark = np.zeros(img.shape[:2], np.uint8)
+            for layer in (img, mark):
+                _rod(layer, 520, 320 + dy, math.radians(10), 40, 10)
+            boxes.append(BBox(*cv2.boundingRect(mark)))
+        seg = segment(_finish(img), SegmentSettings())
+        assert all(_matched(seg, box) for box in boxes)
+
+
 def test_a_chromosome_pressed_end_on_at_a_slant_is_cut_by_a_long_cut() -> None:
     """A rod's end pressed at 45 degrees against another's side: the contact is wider than
     `split_max_cut`, the object far larger than one chromosome; the long cut for such
