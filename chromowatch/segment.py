@@ -151,24 +151,30 @@ def _empty(note: str) -> Segmentation:
 def _darkness(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     """How much darker than the local background each pixel is, and the background noise.
 
-    The darkest channel carries the stain (Giemsa absorbs green most); the background is its
-    large-scale upper envelope, so uneven illumination and exposure cancel out.
+    Each channel is measured against its own background (its large-scale upper envelope), so
+    uneven illumination and exposure cancel out, and the channel that loses most light at a
+    pixel counts there: Giemsa absorbs green most, but a camera's white balance or a warm lamp
+    moves the background's colour, and the darkest channel of a tinted background carries
+    little of the stain.
     """
     import cv2
 
-    r, g, b = cv2.split(rgb)
-    grey = cv2.min(cv2.min(r, g), b)
-    h, w = grey.shape
+    h, w = rgb.shape[:2]
     factor = max(1, round(max(h, w) / 180))
-    small = cv2.resize(
-        grey, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA
-    )
-    k = max(3, (max(small.shape) // 6) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    bg_small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_REPLICATE)
-    bg_small = cv2.blur(bg_small, (max(3, k // 3 | 1),) * 2)
-    background = cv2.resize(bg_small, (w, h), interpolation=cv2.INTER_LINEAR)
-    signed = background.astype(np.int16) - grey.astype(np.int16)
+    size = (max(1, w // factor), max(1, h // factor))
+    signed: np.ndarray | None = None
+    for channel in cv2.split(rgb):
+        small = cv2.resize(channel, size, interpolation=cv2.INTER_AREA)
+        k = max(3, (max(small.shape) // 6) | 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        bg_small = cv2.morphologyEx(
+            small, cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_REPLICATE
+        )
+        bg_small = cv2.blur(bg_small, (max(3, k // 3 | 1),) * 2)
+        background = cv2.resize(bg_small, (w, h), interpolation=cv2.INTER_LINEAR)
+        drop = background.astype(np.int16) - channel.astype(np.int16)
+        signed = drop if signed is None else np.maximum(signed, drop)
+    assert signed is not None
     dark = cv2.GaussianBlur(np.clip(signed, 0, 255).astype(np.uint8), (3, 3), 0)
     return dark, _noise_sigma(signed)
 

@@ -188,6 +188,19 @@ def test_16_bit_grey_camera_image() -> None:
     assert len(missed) <= 1
 
 
+def test_a_tinted_faint_spread_is_found_like_a_neutral_one() -> None:
+    """A warm lamp or a camera's white balance tints the glass: its blue is darker than the
+    stain's own channel. Faint chromosomes then darken green less than blue lies below green,
+    so each channel must be measured against its own background."""
+    rgb, truth = _spread(seed=7)
+    glass = np.array(GLASS, np.float32)
+    faint = glass + 0.45 * (rgb.astype(np.float32) - glass)
+    tinted = np.clip(faint * np.array([1.1, 1.0, 0.7], np.float32), 0, 255).astype(np.uint8)
+    seg = segment(tinted, SegmentSettings())
+    assert all(_matched(seg, box) for _, box in truth)
+    assert len(seg.crops) == len(truth)
+
+
 def test_two_metaphases_are_numbered_left_to_right() -> None:
     rng = np.random.default_rng(5)
     img = _glass(500, 1400, rng)
