@@ -7,8 +7,14 @@ both separated chromatids). A folder whose subfolders have that layout (what
 chromowatch.synth.write_dataset writes) is read too. `--synth N` writes N synthetic spreads with
 chromowatch.synth into a temporary folder and measures them as well.
 
+`--perturb [NAME ...]` measures instead how well the segmenter generalises: every spread and its
+truth boxes are changed the same way (rotated, rescaled, re-exposed, tinted, unevenly lit, noisy,
+blurred, JPEG-compressed) before both segmenters run, because unseen spreads come from other
+cameras, exposures and lamps than the labelled ones. Without names it runs all of PERTURBATIONS.
+
     .venv/bin/python benchmarks/segmentation.py                 # ../shared/data/ddx11
     .venv/bin/python benchmarks/segmentation.py DIR [DIR ...] --synth 20
+    .venv/bin/python benchmarks/segmentation.py [DIR ...] --perturb [NAME ...]
 
 Timing uses one OpenCV thread and no torch, as the target (< 100 ms per 1440x1024 spread on one
 core) is stated.
@@ -25,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +67,13 @@ class Tally:
     def recall(self, cls: int) -> float:
         return self.found[cls] / self.truth[cls] if self.truth[cls] else float("nan")
 
+    def missed(self, cls: int) -> int:
+        return self.truth[cls] - self.found[cls]
+
+    @property
+    def false_positives(self) -> int:
+        return self.crops - self.matched_crops
+
     @property
     def precision(self) -> float:
         return self.matched_crops / self.crops if self.crops else float("nan")
@@ -68,16 +82,21 @@ class Tally:
     def ms_per_spread(self) -> float:
         return 1000.0 * float(np.median(self.seconds)) if self.seconds else float("nan")
 
-    def as_dict(self) -> dict[str, object]:
-        return {
+    def as_dict(self, timing: bool = True) -> dict[str, object]:
+        """Counts and rates; timing=False leaves out speed (perturb mode times one unwarmed run)."""
+        out: dict[str, object] = {
             "recall": {CLASS_NAMES[c]: round(self.recall(c), 4) for c in range(3)},
             "labelled": dict(zip(CLASS_NAMES, self.truth, strict=True)),
+            "missed": {CLASS_NAMES[c]: self.missed(c) for c in range(3)},
             "precision": round(self.precision, 4),
             "crops": self.crops,
+            "false_positives": self.false_positives,
             "flagged": self.flagged,
-            "ms_per_spread_median": round(self.ms_per_spread, 1),
-            "spreads_per_s": round(1000.0 / self.ms_per_spread, 2),
         }
+        if timing:
+            out["ms_per_spread_median"] = round(self.ms_per_spread, 1)
+            out["spreads_per_s"] = round(1000.0 / self.ms_per_spread, 2)
+        return out
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -164,13 +183,22 @@ def iter_spreads(root: Path) -> Iterator[tuple[Path, Path]]:
                 yield img, folder / "labels" / (img.stem + ".txt")
 
 
+# A change of the spread and, consistently, of its truth boxes (what another microscope does).
+Perturbation = Callable[[np.ndarray, list[Truth]], tuple[np.ndarray, list[Truth]]]
+
+
 def evaluate(
-    root: Path, segmenters: dict[str, Callable[[np.ndarray], tuple[list[BBox], int]]], repeat: int
+    root: Path,
+    segmenters: dict[str, Callable[[np.ndarray], tuple[list[BBox], int]]],
+    repeat: int,
+    perturb: Perturbation | None = None,
 ) -> dict[str, Tally]:
     tallies = {name: Tally(name) for name in segmenters}
     for img_path, label_path in iter_spreads(root):
         rgb = read_rgb(img_path)
         truth = read_labels(label_path, rgb.shape[1], rgb.shape[0])
+        if perturb is not None:
+            rgb, truth = perturb(rgb, truth)
         for name, fn in segmenters.items():
             tally = tallies[name]
             times = []
@@ -188,6 +216,150 @@ def evaluate(
             for _, j in pairs:
                 tally.found[truth[j].cls] += 1
     return tallies
+
+
+def _to_u8(values: np.ndarray) -> np.ndarray:
+    """Clip back to 8 bits, as a camera's output saturates, and truncate.
+
+    Truncating (not rounding) keeps these numbers comparable with those already quoted from the
+    prototype; rounding instead moves single rows by up to 0.02 on ddx11.
+    """
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def _photometric(change: Callable[[np.ndarray], np.ndarray]) -> Perturbation:
+    """A change of pixel values only: the boxes stay where they are."""
+
+    def apply(rgb: np.ndarray, truth: list[Truth]) -> tuple[np.ndarray, list[Truth]]:
+        return np.ascontiguousarray(change(rgb)), truth
+
+    return apply
+
+
+def _rot90(rgb: np.ndarray, truth: list[Truth]) -> tuple[np.ndarray, list[Truth]]:
+    """A quarter turn anticlockwise (np.rot90): pixel (x, y) goes to (y, width - 1 - x)."""
+    width = rgb.shape[1]
+    turned = [
+        Truth(t.cls, BBox(t.box.y, width - t.box.x - t.box.w, t.box.h, t.box.w)) for t in truth
+    ]
+    return np.ascontiguousarray(np.rot90(rgb)), turned
+
+
+def _scale(factor: float) -> Perturbation:
+    """Another magnification or pixel pitch: INTER_AREA shrinking, INTER_CUBIC enlarging."""
+
+    def apply(rgb: np.ndarray, truth: list[Truth]) -> tuple[np.ndarray, list[Truth]]:
+        import cv2
+
+        height, width = rgb.shape[:2]
+        size = (round(width * factor), round(height * factor))
+        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+        out = cv2.resize(rgb, size, interpolation=interpolation)
+        scaled = []
+        for t in truth:
+            # Scale the edges, not the size, so neighbouring boxes keep their shared edges.
+            x0, y0 = round(t.box.x * factor), round(t.box.y * factor)
+            x1 = round((t.box.x + t.box.w) * factor)
+            y1 = round((t.box.y + t.box.h) * factor)
+            scaled.append(Truth(t.cls, BBox(x0, y0, max(1, x1 - x0), max(1, y1 - y0))))
+        return out, scaled
+
+    return apply
+
+
+def _gamma(g: float) -> Perturbation:
+    """Another tone curve: 255 * (v / 255) ** g."""
+    lut = _to_u8(255.0 * (np.arange(256) / 255.0) ** g)
+    return _photometric(lambda rgb: lut[rgb])
+
+
+def _gains(*gains: float) -> Perturbation:
+    """Another exposure (one gain) or white balance (one gain per RGB channel), clipped."""
+    factors = np.array(gains, dtype=np.float64)
+    return _photometric(lambda rgb: _to_u8(rgb * factors))
+
+
+def _vignette(rgb: np.ndarray) -> np.ndarray:
+    """Uneven illumination: brightness ramps from 0.75 at the left edge to 1.1 at the right."""
+    ramp = np.linspace(0.75, 1.1, rgb.shape[1])[None, :, None]
+    return _to_u8(rgb * ramp)
+
+
+def _noise(sigma: float) -> Perturbation:
+    """Sensor noise, Gaussian; seed 0 for every spread so runs and workers agree."""
+
+    def change(rgb: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        return _to_u8(rgb + rng.normal(0.0, sigma, rgb.shape))
+
+    return _photometric(change)
+
+
+def _blur(sigma: float) -> Perturbation:
+    """Softer optics or focus."""
+    import cv2
+
+    return _photometric(lambda rgb: cv2.GaussianBlur(rgb, (0, 0), sigma))
+
+
+def _jpeg(quality: int) -> Perturbation:
+    """A lossy export: cv2's JPEG (4:2:0 chroma subsampling by default)."""
+    import cv2
+
+    def change(rgb: np.ndarray) -> np.ndarray:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise RuntimeError("JPEG decoding failed")
+        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+    return _photometric(change)
+
+
+PERTURBATIONS: dict[str, Perturbation] = {
+    "none": _photometric(lambda rgb: rgb),
+    "rot90": _rot90,
+    "scale0.75": _scale(0.75),
+    "scale1.33": _scale(1.33),
+    "gamma0.8": _gamma(0.8),
+    "gamma1.25": _gamma(1.25),
+    "gain0.8": _gains(0.8),
+    "gain1.2": _gains(1.2),
+    "warm": _gains(1.08, 0.97, 0.85),
+    "vignette": _photometric(_vignette),
+    "noise4": _noise(4.0),
+    "blur1": _blur(1.0),
+    "jpeg75": _jpeg(75),
+}
+
+
+def _one_thread() -> None:
+    """Pool initializer: each worker keeps to one OpenCV thread, as the main process does."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _evaluate_perturbed(job: tuple[Path, str]) -> dict[str, Tally]:
+    """One (dataset, perturbation) in a worker; segmenters are closures, so built here."""
+    root, name = job
+    return evaluate(root, make_segmenters(), 1, PERTURBATIONS[name])
+
+
+def evaluate_perturbed(
+    datasets: Sequence[tuple[str, Path]], names: Sequence[str]
+) -> dict[str, dict[str, dict[str, Tally]]]:
+    """dataset -> perturbation -> segmenter -> Tally, two processes (the machine has 2 cores)."""
+    labelled = [(label, root, name) for label, root in datasets for name in names]
+    with Pool(min(2, len(labelled)), initializer=_one_thread) as pool:
+        tallies = pool.map(_evaluate_perturbed, [(root, name) for _, root, name in labelled])
+    results: dict[str, dict[str, dict[str, Tally]]] = {label: {} for label, _ in datasets}
+    for (label, _, name), tally in zip(labelled, tallies, strict=True):
+        results[label][name] = tally
+    return results
 
 
 def make_segmenters() -> dict[str, Callable[[np.ndarray], tuple[list[BBox], int]]]:
@@ -237,6 +409,30 @@ def report(name: str, tallies: dict[str, Tally]) -> str:
     return "\n".join(lines)
 
 
+def perturb_report(name: str, runs: dict[str, dict[str, Tally]]) -> str:
+    """One table per segmenter, one row per perturbation, to read each row against `none`."""
+    lines = [f"### {name}, perturbed"]
+    for segmenter in next(iter(runs.values())):
+        lines += [
+            "",
+            f"{segmenter}:",
+            "",
+            "| perturbation | recall A | recall B | recall C | precision "
+            "| missed A | missed B | missed C | false positives |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for perturbation, tallies in runs.items():
+            t = tallies[segmenter]
+            lines.append(
+                f"| {perturbation} | {t.recall(0):.3f} | {t.recall(1):.3f} | {t.recall(2):.3f} "
+                f"| {t.precision:.3f} | {t.missed(0)} | {t.missed(1)} | {t.missed(2)} "
+                f"| {t.false_positives} |"
+            )
+    first = next(iter(next(iter(runs.values())).values()))
+    lines += ["", f"labelled: A {first.truth[0]}, B {first.truth[1]}, C {first.truth[2]}"]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import cv2
 
@@ -251,7 +447,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3, help="timing: best of N runs per spread")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    parser.add_argument(
+        "--perturb",
+        nargs="*",
+        choices=list(PERTURBATIONS),
+        metavar="NAME",
+        help="measure on changed spreads instead of timing: the named perturbations, or all "
+        f"({', '.join(PERTURBATIONS)}); put the dataset folders before it",
+    )
     args = parser.parse_args(argv)
+    perturbations = (
+        None
+        if args.perturb is None
+        else [n for n in PERTURBATIONS if not args.perturb or n in args.perturb]
+    )
 
     cv2.setNumThreads(1)
     datasets: list[tuple[str, Path]] = [(str(p), p) for p in (args.datasets or [default])]
@@ -262,19 +471,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 datasets.append(
                     (f"synthetic (3 x {args.synth} spreads, seed {args.seed})", synth_root)
                 )
-        results = {name: evaluate(root, make_segmenters(), args.repeat) for name, root in datasets}
+        if perturbations is not None:
+            perturbed = evaluate_perturbed(datasets, perturbations)
+        else:
+            results = {
+                name: evaluate(root, make_segmenters(), args.repeat) for name, root in datasets
+            }
     if args.json:
-        print(
-            json.dumps(
-                {n: {k: t.as_dict() for k, t in r.items()} for n, r in results.items()}, indent=2
-            )
-        )
+        if perturbations is not None:
+            # dataset -> segmenter -> perturbation, as the tables are laid out.
+            out: dict[str, dict[str, dict[str, object]]] = {
+                n: {
+                    segmenter: {p: t[segmenter].as_dict(timing=False) for p, t in r.items()}
+                    for segmenter in next(iter(r.values()))
+                }
+                for n, r in perturbed.items()
+            }
+        else:
+            out = {n: {k: t.as_dict() for k, t in r.items()} for n, r in results.items()}
+        print(json.dumps(out, indent=2))
         return 0
+    # The OpenCV version matters in perturb mode too: resize and JPEG change with it.
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"python {platform.python_version()}, opencv {cv2.__version__}, 1 OpenCV thread; "
         f"date {time.strftime('%Y-%m-%d')}"
     )
+    if perturbations is not None:
+        for name, runs in perturbed.items():
+            print()
+            print(perturb_report(name, runs))
+        return 0
     for name, tallies in results.items():
         print()
         print(report(name, tallies))
