@@ -128,7 +128,7 @@ class SegmentSettings(Section):
         "between them is at most this many of their own thicknesses (and they lie parallel).",
     )
     chromatid_flatness: float = Field(
-        0.6,
+        0.57,
         gt=0,
         lt=1,
         description="Only objects whose cross-section is peaked like one chromatid's (share "
@@ -136,7 +136,7 @@ class SegmentSettings(Section):
         "chromatids pressed together (class A) are flatter.",
     )
     pair_max_angle: float = Field(
-        35.0, ge=0, le=90, description="Largest angle, in degrees, between paired chromatids."
+        45.0, ge=0, le=90, description="Largest angle, in degrees, between paired chromatids."
     )
     split_area: float = Field(
         1.6,
@@ -186,7 +186,7 @@ class SegmentSettings(Section):
         "chromosome's arm touching another along its side). At most split_max_cut: off.",
     )
     split_neck: float = Field(
-        0.75,
+        0.8,
         ge=0,
         description="Objects of any size are cut where two parts meet in a neck narrower than "
         "this many stroke widths (two small chromosomes touching; a chromosome's own waist is "
