@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -47,6 +47,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from chromowatch.ingest import jpeg_chroma_subsampled  # noqa: E402
 from chromowatch.records import CLASS_NAMES, BBox  # noqa: E402
 from chromowatch.settings import SegmentSettings  # noqa: E402
 
@@ -204,13 +205,24 @@ def iter_spreads(root: Path) -> Iterator[tuple[Path, Path]]:
                 yield img, folder / "labels" / (img.stem + ".txt")
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One labelled spread as the segmenter gets it; `subsampled`: a JPEG whose colour is at
+    lower resolution (what ingest reports as Spread.chroma_subsampled)."""
+
+    rgb: np.ndarray
+    truth: list[Truth]
+    subsampled: bool = False
+
+
 # A change of the spread and, consistently, of its truth boxes (what another microscope does).
-Perturbation = Callable[[np.ndarray, list[Truth]], tuple[np.ndarray, list[Truth]]]
+Perturbation = Callable[[Sample], Sample]
+Segmenter = Callable[[np.ndarray, bool], tuple[list[BBox], int]]
 
 
 def evaluate(
     root: Path,
-    segmenters: dict[str, Callable[[np.ndarray], tuple[list[BBox], int]]],
+    segmenters: dict[str, Segmenter],
     repeat: int,
     perturb: Perturbation | None = None,
 ) -> dict[str, Tally]:
@@ -218,14 +230,16 @@ def evaluate(
     for img_path, label_path in iter_spreads(root):
         rgb = read_rgb(img_path)
         truth = read_labels(label_path, rgb.shape[1], rgb.shape[0])
+        sample = Sample(rgb, truth, jpeg_chroma_subsampled(img_path.read_bytes()))
         if perturb is not None:
-            rgb, truth = perturb(rgb, truth)
+            sample = perturb(sample)
+        rgb, truth = sample.rgb, sample.truth
         for name, fn in segmenters.items():
             tally = tallies[name]
             times = []
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                boxes, flagged = fn(rgb)
+                boxes, flagged = fn(rgb, sample.subsampled)
                 times.append(time.perf_counter() - t0)
             tally.seconds.append(min(times))
             pairs = match(boxes, truth)
@@ -251,48 +265,51 @@ def _to_u8(values: np.ndarray) -> np.ndarray:
 def _photometric(change: Callable[[np.ndarray], np.ndarray]) -> Perturbation:
     """A change of pixel values only: the boxes stay where they are."""
 
-    def apply(rgb: np.ndarray, truth: list[Truth]) -> tuple[np.ndarray, list[Truth]]:
-        return np.ascontiguousarray(change(rgb)), truth
+    def apply(sample: Sample) -> Sample:
+        return replace(sample, rgb=np.ascontiguousarray(change(sample.rgb)))
 
     return apply
 
 
-def _rot90(rgb: np.ndarray, truth: list[Truth]) -> tuple[np.ndarray, list[Truth]]:
+def _rot90(sample: Sample) -> Sample:
     """A quarter turn anticlockwise (np.rot90): pixel (x, y) goes to (y, width - 1 - x)."""
-    width = rgb.shape[1]
+    width = sample.rgb.shape[1]
     turned = [
-        Truth(t.cls, BBox(t.box.y, width - t.box.x - t.box.w, t.box.h, t.box.w)) for t in truth
+        Truth(t.cls, BBox(t.box.y, width - t.box.x - t.box.w, t.box.h, t.box.w))
+        for t in sample.truth
     ]
-    return np.ascontiguousarray(np.rot90(rgb)), turned
+    return replace(sample, rgb=np.ascontiguousarray(np.rot90(sample.rgb)), truth=turned)
 
 
-def _flip(rgb: np.ndarray, truth: list[Truth]) -> tuple[np.ndarray, list[Truth]]:
+def _flip(sample: Sample) -> Sample:
     """A horizontal mirror: pixel (x, y) goes to (width - 1 - x, y)."""
-    width = rgb.shape[1]
+    width = sample.rgb.shape[1]
     mirrored = [
-        Truth(t.cls, BBox(width - t.box.x - t.box.w, t.box.y, t.box.w, t.box.h)) for t in truth
+        Truth(t.cls, BBox(width - t.box.x - t.box.w, t.box.y, t.box.w, t.box.h))
+        for t in sample.truth
     ]
-    return np.ascontiguousarray(rgb[:, ::-1]), mirrored
+    return replace(sample, rgb=np.ascontiguousarray(sample.rgb[:, ::-1]), truth=mirrored)
 
 
 def _scale(factor: float) -> Perturbation:
     """Another magnification or pixel pitch: INTER_AREA shrinking, INTER_CUBIC enlarging."""
 
-    def apply(rgb: np.ndarray, truth: list[Truth]) -> tuple[np.ndarray, list[Truth]]:
+    def apply(sample: Sample) -> Sample:
         import cv2
 
+        rgb = sample.rgb
         height, width = rgb.shape[:2]
         size = (round(width * factor), round(height * factor))
         interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
         out = cv2.resize(rgb, size, interpolation=interpolation)
         scaled = []
-        for t in truth:
+        for t in sample.truth:
             # Scale the edges, not the size, so neighbouring boxes keep their shared edges.
             x0, y0 = round(t.box.x * factor), round(t.box.y * factor)
             x1 = round((t.box.x + t.box.w) * factor)
             y1 = round((t.box.y + t.box.h) * factor)
             scaled.append(Truth(t.cls, BBox(x0, y0, max(1, x1 - x0), max(1, y1 - y0))))
-        return out, scaled
+        return replace(sample, rgb=out, truth=scaled)
 
     return apply
 
@@ -344,20 +361,22 @@ def _blur(sigma: float) -> Perturbation:
 
 
 def _jpeg(quality: int) -> Perturbation:
-    """A lossy export: cv2's JPEG (4:2:0 chroma subsampling by default)."""
+    """A lossy export: cv2's JPEG (4:2:0 chroma subsampling by default), marked as ingest
+    marks such a file, from the encoded frame header."""
     import cv2
 
-    def change(rgb: np.ndarray) -> np.ndarray:
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    def apply(sample: Sample) -> Sample:
+        bgr = cv2.cvtColor(sample.rgb, cv2.COLOR_RGB2BGR)
         ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise RuntimeError("JPEG encoding failed")
         decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
         if decoded is None:
             raise RuntimeError("JPEG decoding failed")
-        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+        rgb = np.ascontiguousarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB))
+        return replace(sample, rgb=rgb, subsampled=jpeg_chroma_subsampled(encoded.tobytes()))
 
-    return _photometric(change)
+    return apply
 
 
 # The fixed order rows print in: the mild group first, then the harsh one.
@@ -457,16 +476,16 @@ def evaluate_perturbed(
     return results
 
 
-def make_segmenters() -> dict[str, Callable[[np.ndarray], tuple[list[BBox], int]]]:
+def make_segmenters() -> dict[str, Segmenter]:
     from chromowatch.segment import segment
 
     settings = SegmentSettings()
 
-    def ours(rgb: np.ndarray) -> tuple[list[BBox], int]:
-        seg = segment(rgb, settings)
+    def ours(rgb: np.ndarray, subsampled: bool) -> tuple[list[BBox], int]:
+        seg = segment(rgb, settings, chroma_subsampled=subsampled)
         return [c.bbox for c in seg.crops], sum(1 for c in seg.crops if c.flags)
 
-    def baseline(rgb: np.ndarray) -> tuple[list[BBox], int]:
+    def baseline(rgb: np.ndarray, subsampled: bool) -> tuple[list[BBox], int]:
         return otsu_baseline(rgb), 0
 
     return {"chromowatch": ours, "otsu-baseline": baseline}

@@ -120,7 +120,9 @@ def cmd_segment(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             out.append({"image": str(path), "error": exc.problem, "crops": []})
             progress.advance(path.name)
             continue
-        seg = segment.segment(spread.rgb, settings.segment)
+        seg = segment.segment(
+            spread.rgb, settings.segment, chroma_subsampled=spread.chroma_subsampled
+        )
         out.append({
             "image": str(path),
             "width": spread.width,

@@ -39,6 +39,40 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+# Start-of-frame markers (baseline, progressive, lossless, arithmetic...): they carry the
+# components' sampling factors. 0xC4 (Huffman tables), 0xC8 and 0xCC are not frames.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_chroma_subsampled(data: bytes) -> bool:
+    """Whether a JPEG stores colour at a lower resolution than brightness (4:2:0, 4:2:2).
+
+    The stain's own channel is then rebuilt from coarse colour and is blurred; segmentation
+    reads darkness from luma instead. Read from the frame header's sampling factors; False
+    for anything that is not such a JPEG.
+    """
+    if not data.startswith(_JPEG_MAGIC):
+        return False
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in _JPEG_SOF:
+            frame = data[pos + 4 : pos + 2 + length]
+            count = frame[5] if len(frame) > 5 else 0
+            factors = {frame[6 + 3 * k + 1] for k in range(count) if 6 + 3 * k + 1 < len(frame)}
+            return count >= 3 and len(factors) > 1
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return False
+        pos += 2 + length
+    return False
+
+
 def _check_complete(path: Path, fmt: str, data: bytes) -> None:
     """Refuse truncated files: decoders happily return the top half of a cut JPEG."""
     if fmt == "png" and b"IEND" not in data[-16:]:
@@ -181,6 +215,7 @@ def read_spread(path: Path | str, settings: IngestSettings) -> Spread:
         size_bytes=len(data),
         source_bit_depth=depth,
         source_channels=channels,
+        chroma_subsampled=jpeg_chroma_subsampled(data),
     )
 
 

@@ -130,7 +130,9 @@ class PreparedImage:
 
 def prepare_spread(spread: Spread, settings: Settings) -> PreparedImage:
     """Segment and enhance a decoded spread; its enhanced crops are written under crops/."""
-    seg = segment.segment(spread.rgb, settings.segment)
+    seg = segment.segment(
+        spread.rgb, settings.segment, chroma_subsampled=spread.chroma_subsampled
+    )
     if not seg.crops:
         log.info("%s: no chromosomes found (%s)", spread.path, seg.note or "no reason given")
     crop_dir = settings.paths.crops / spread.sha256[:2] / spread.sha256

@@ -47,6 +47,7 @@ class Spread:
     size_bytes: int
     source_bit_depth: int
     source_channels: int
+    chroma_subsampled: bool = False  # a JPEG with colour at lower resolution (4:2:0, 4:2:2)
 
     @property
     def width(self) -> int:

@@ -99,13 +99,19 @@ class Unit:
         return self.length / max(self.thickness, 1e-6)
 
 
-def segment(rgb: np.ndarray, settings: SegmentSettings) -> Segmentation:
-    """Find the chromosomes of a spread, one crop each, grouped into metaphases."""
+def segment(
+    rgb: np.ndarray, settings: SegmentSettings, *, chroma_subsampled: bool = False
+) -> Segmentation:
+    """Find the chromosomes of a spread, one crop each, grouped into metaphases.
+
+    `chroma_subsampled`: the image came from a JPEG with colour at a lower resolution
+    (`Spread.chroma_subsampled`); darkness is then read from brightness.
+    """
     import cv2
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"segment expects HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
-    dark, sigma = _darkness(rgb)
+    dark, sigma = _darkness(rgb, luma=chroma_subsampled)
     scale = _measure(dark, sigma, settings)
     if scale is None:
         return _empty("no metaphase found: nothing darker than the background")
@@ -148,14 +154,16 @@ def _empty(note: str) -> Segmentation:
     return Segmentation(crops=(), metaphases=0, note=note)
 
 
-def _darkness(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+def _darkness(rgb: np.ndarray, luma: bool = False) -> tuple[np.ndarray, float]:
     """How much darker than the local background each pixel is, and the background noise.
 
     Each channel is measured against its own background (its large-scale upper envelope), so
     uneven illumination and exposure cancel out, and the channel that loses most light at a
     pixel counts there: Giemsa absorbs green most, but a camera's white balance or a warm lamp
     moves the background's colour, and the darkest channel of a tinted background carries
-    little of the stain.
+    little of the stain. With `luma`, brightness alone is measured: a JPEG that stores colour
+    at half resolution blurs the stain's channel (the sisters' gap, the seam between two
+    touching chromosomes) but keeps brightness sharp.
     """
     import cv2
 
@@ -163,7 +171,8 @@ def _darkness(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     factor = max(1, round(max(h, w) / 180))
     size = (max(1, w // factor), max(1, h // factor))
     signed: np.ndarray | None = None
-    for channel in cv2.split(rgb):
+    channels = [cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)] if luma else list(cv2.split(rgb))
+    for channel in channels:
         small = cv2.resize(channel, size, interpolation=cv2.INTER_AREA)
         k = max(3, (max(small.shape) // 6) | 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))

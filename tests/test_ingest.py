@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from chromowatch.errors import InputImageError
-from chromowatch.ingest import list_images, read_spread, sniff_format, to_rgb8
+from chromowatch.ingest import (
+    jpeg_chroma_subsampled,
+    list_images,
+    read_spread,
+    sniff_format,
+    to_rgb8,
+)
 from chromowatch.settings import IngestSettings
 
 SETTINGS = IngestSettings()
@@ -41,6 +47,30 @@ def test_jpeg_and_tiff_and_bmp(tmp_path: Path) -> None:
     for name in ("a.jpg", "a.tif", "a.bmp"):
         spread = read_spread(_write(tmp_path / name, _pattern()), SETTINGS)
         assert spread.rgb.shape == (40, 60, 3)
+
+
+def test_jpeg_colour_resolution_is_read_from_the_frame_header(tmp_path: Path) -> None:
+    """A JPEG that keeps colour at half resolution (OpenCV's and most cameras' default,
+    4:2:0; also 4:2:2, progressive) is marked, so segmentation reads darkness from luma;
+    full-resolution colour, grey JPEGs and other formats are not."""
+    sampling = cv2.IMWRITE_JPEG_SAMPLING_FACTOR
+    cases = {
+        "default.jpg": ([], True),
+        "422.jpg": ([sampling, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422], True),
+        "progressive.jpg": ([cv2.IMWRITE_JPEG_PROGRESSIVE, 1], True),
+        "444.jpg": ([sampling, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444], False),
+    }
+    for name, (params, expected) in cases.items():
+        path = tmp_path / name
+        assert cv2.imwrite(str(path), _pattern(), params)
+        assert jpeg_chroma_subsampled(path.read_bytes()) is expected, name
+        assert read_spread(path, SETTINGS).chroma_subsampled is expected, name
+    grey = _write(tmp_path / "grey.jpg", _pattern()[..., 1])
+    assert read_spread(grey, SETTINGS).chroma_subsampled is False
+    assert read_spread(_write(tmp_path / "a.png", _pattern()), SETTINGS).chroma_subsampled is False
+    header = (tmp_path / "default.jpg").read_bytes()[:40]  # cut before the frame header
+    assert jpeg_chroma_subsampled(header) is False
+    assert jpeg_chroma_subsampled(b"\xff\xd8\xff\xe0\x00") is False
 
 
 def test_16_bit_grey_uses_the_bits_actually_used(tmp_path: Path) -> None:

@@ -116,6 +116,37 @@ def test_empty_spread_gives_no_crops_and_a_reason(env: Settings, tmp_path: Path)
     assert result.status == "done" and result.crops == () and result.note
 
 
+def test_a_jpeg_export_is_segmented_from_luma(env: Settings, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A JPEG that keeps colour at half resolution reaches segmentation marked as such, from
+    `process` and from `segment`; a PNG does not."""
+    import cv2
+
+    from chromowatch import segment as segment_module
+
+    seen: list[bool] = []
+    real = segment_module.segment
+
+    def spy(rgb: np.ndarray, settings, *, chroma_subsampled: bool = False):  # type: ignore[no-untyped-def]
+        seen.append(chroma_subsampled)
+        return real(rgb, settings, chroma_subsampled=chroma_subsampled)
+
+    monkeypatch.setattr(segment_module, "segment", spy)
+    bgr = cv2.cvtColor(generate_spread(np.random.default_rng(4)).rgb, cv2.COLOR_RGB2BGR)
+    jpeg, png = tmp_path / "spread.jpg", tmp_path / "spread.png"
+    assert cv2.imwrite(str(jpeg), bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert cv2.imwrite(str(png), bgr)
+    with Store.open(env.paths.db) as store:
+        for path in (jpeg, png):
+            result = process_file(path, sample="s", settings=env, store=store,
+                                  ensemble=_ensemble(env))
+            assert result.status == "done" and result.crops
+    assert main(["segment", str(jpeg), "--json"]) == 0
+    capsys.readouterr()
+    assert seen == [True, False, True]
+
+
 def test_cli_contracts(env: Settings, spreads: list[Path], tmp_path: Path,
                        capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["segment", str(spreads[0]), "--json"]) == 0

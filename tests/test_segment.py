@@ -201,6 +201,42 @@ def test_a_tinted_faint_spread_is_found_like_a_neutral_one() -> None:
     assert len(seg.crops) == len(truth)
 
 
+def _jpeg(rgb: np.ndarray, quality: int = 75) -> np.ndarray:
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def test_luma_keeps_the_gap_a_jpeg_blurs_in_the_stain_channel() -> None:
+    """JPEG keeps colour at half resolution: the gap between two close rods is shallower in
+    the stain's channel than the lossless image shows it, but as deep in luma."""
+    from chromowatch.segment import _darkness
+
+    def gap_depth(rgb: np.ndarray, luma: bool) -> float:
+        dark, _ = _darkness(rgb, luma=luma)
+        profile = dark[45:62, 60:100].astype(float).mean(axis=1)  # across both rods
+        return float(profile[5:11].min() / profile.max())  # lightest between them
+
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        img = _glass(120, 160, rng)
+        for y in (50, 56):
+            cv2.line(img, (30, y), (130, y), INK, 3)
+        noise = rng.normal(0, 1.5, img.shape)  # a colour camera's, per channel
+        lossless = np.clip(img + noise, 0, 255).astype(np.uint8)
+        jpeg = _jpeg(lossless)
+        assert gap_depth(jpeg, luma=True) <= gap_depth(lossless, luma=False) + 0.02
+        assert gap_depth(jpeg, luma=False) >= gap_depth(jpeg, luma=True) + 0.03
+
+
+def test_a_jpeg_spread_is_segmented_from_luma() -> None:
+    rgb, truth = _spread(seed=8)
+    seg = segment(_jpeg(rgb), SegmentSettings(), chroma_subsampled=True)
+    assert all(_matched(seg, box) for _, box in truth)
+    assert len(seg.crops) == len(truth)
+
+
 def test_two_metaphases_are_numbered_left_to_right() -> None:
     rng = np.random.default_rng(5)
     img = _glass(500, 1400, rng)
