@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from chromowatch.ingest import jpeg_chroma_subsampled  # noqa: E402
 from chromowatch.records import CLASS_NAMES, BBox  # noqa: E402
-from chromowatch.settings import SegmentSettings  # noqa: E402
+from chromowatch.settings import IngestSettings, SegmentSettings  # noqa: E402
 
 IOU_MIN = 0.5
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -59,6 +59,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 class Truth:
     cls: int
     box: BBox
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled spread as the segmenter gets it; `subsampled`: a JPEG whose colour is at
+    lower resolution (what ingest reports as Spread.chroma_subsampled)."""
+
+    rgb: np.ndarray
+    truth: list[Truth]
+    subsampled: bool = False
 
 
 @dataclass
@@ -121,20 +131,12 @@ def pooled(name: str, tallies: Sequence[Tally]) -> Tally:
     return total
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image to 8-bit RGB the way ingest does (16-bit scaled, grey replicated)."""
-    import cv2
+def read_spread(path: Path) -> Sample:
+    """Decode a labelled spread as ingest does (same 16-bit scaling, same JPEG mark)."""
+    from chromowatch.ingest import read_spread as ingest_spread
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise SystemExit(f"cannot read {path}")
-    if img.dtype == np.uint16:
-        img = (img / 257.0).round().astype(np.uint8)
-    if img.ndim == 2:
-        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
-    if img.shape[2] == 4:
-        img = img[:, :, :3]
-    return np.ascontiguousarray(img[:, :, ::-1])
+    spread = ingest_spread(path, IngestSettings())
+    return Sample(spread.rgb, [], spread.chroma_subsampled)
 
 
 def read_labels(path: Path, width: int, height: int) -> list[Truth]:
@@ -205,16 +207,6 @@ def iter_spreads(root: Path) -> Iterator[tuple[Path, Path]]:
                 yield img, folder / "labels" / (img.stem + ".txt")
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One labelled spread as the segmenter gets it; `subsampled`: a JPEG whose colour is at
-    lower resolution (what ingest reports as Spread.chroma_subsampled)."""
-
-    rgb: np.ndarray
-    truth: list[Truth]
-    subsampled: bool = False
-
-
 # A change of the spread and, consistently, of its truth boxes (what another microscope does).
 Perturbation = Callable[[Sample], Sample]
 Segmenter = Callable[[np.ndarray, bool], tuple[list[BBox], int]]
@@ -228,9 +220,9 @@ def evaluate(
 ) -> dict[str, Tally]:
     tallies = {name: Tally(name) for name in segmenters}
     for img_path, label_path in iter_spreads(root):
-        rgb = read_rgb(img_path)
-        truth = read_labels(label_path, rgb.shape[1], rgb.shape[0])
-        sample = Sample(rgb, truth, jpeg_chroma_subsampled(img_path.read_bytes()))
+        sample = read_spread(img_path)
+        width, height = sample.rgb.shape[1], sample.rgb.shape[0]
+        sample = replace(sample, truth=read_labels(label_path, width, height))
         if perturb is not None:
             sample = perturb(sample)
         rgb, truth = sample.rgb, sample.truth
@@ -466,9 +458,9 @@ def _evaluate_perturbed(job: tuple[Path, str]) -> dict[str, Tally]:
 def evaluate_perturbed(
     datasets: Sequence[tuple[str, Path]], names: Sequence[str]
 ) -> dict[str, dict[str, dict[str, Tally]]]:
-    """dataset -> perturbation -> segmenter -> Tally, two processes (the machine has 2 cores)."""
+    """dataset -> perturbation -> segmenter -> Tally, one process per core."""
     labelled = [(label, root, name) for label, root in datasets for name in names]
-    with Pool(min(2, len(labelled)), initializer=_one_thread) as pool:
+    with Pool(min(os.cpu_count() or 1, len(labelled)), initializer=_one_thread) as pool:
         tallies = pool.map(_evaluate_perturbed, [(root, name) for _, root, name in labelled])
     results: dict[str, dict[str, dict[str, Tally]]] = {label: {} for label, _ in datasets}
     for (label, _, name), tally in zip(labelled, tallies, strict=True):

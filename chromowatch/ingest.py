@@ -42,33 +42,50 @@ def sniff_format(head: bytes) -> str | None:
 # Start-of-frame markers (baseline, progressive, lossless, arithmetic...): they carry the
 # components' sampling factors. 0xC4 (Huffman tables), 0xC8 and 0xCC are not frames.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers that stand alone, with no length after them: TEM and the restart markers.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+# Segments read before giving up: a real header has a few dozen; a file of fill bytes or
+# junk would otherwise be walked byte by byte.
+_JPEG_MAX_SEGMENTS = 1000
 
 
 def jpeg_chroma_subsampled(data: bytes) -> bool:
     """Whether a JPEG stores colour at a lower resolution than brightness (4:2:0, 4:2:2).
 
     The stain's own channel is then rebuilt from coarse colour and is blurred; segmentation
-    reads darkness from luma instead. Read from the frame header's sampling factors; False
-    for anything that is not such a JPEG.
+    reads darkness from luma instead. Read from the frame header: some component has fewer
+    samples than the first (luma). False for anything that is not such a JPEG, never an error.
+    An EXIF thumbnail's own frame header sits inside its APP1 segment and is skipped.
     """
     if not data.startswith(_JPEG_MAGIC):
         return False
     pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        pos = data.find(b"\xff", pos)  # libjpeg, too, skips junk between segments
+        if pos < 0 or pos + 1 >= len(data):
             return False
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if marker == 0xDA or pos + 4 > len(data):  # scan data: no frame header before it
+            return False
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2:
+            return False
         if marker in _JPEG_SOF:
             frame = data[pos + 4 : pos + 2 + length]
-            count = frame[5] if len(frame) > 5 else 0
-            factors = {frame[6 + 3 * k + 1] for k in range(count) if 6 + 3 * k + 1 < len(frame)}
-            return count >= 3 and len(factors) > 1
-        if marker == 0xDA:  # start of scan: no frame header before it
-            return False
+            if len(frame) < 6:
+                return False
+            count = frame[5]
+            if count < 3 or len(frame) < 6 + 3 * count:
+                return False
+            factors = [frame[7 + 3 * k] for k in range(count)]
+            luma_h, luma_v = factors[0] >> 4, factors[0] & 0x0F
+            return any((f >> 4) < luma_h or (f & 0x0F) < luma_v for f in factors[1:])
         pos += 2 + length
     return False
 

@@ -1,14 +1,15 @@
 """Crop chromosomes from a Giemsa metaphase spread, keeping separated sister pairs whole.
 
 Steps, each sized by the spread's own chromosomes rather than by absolute pixel counts:
-flatten the background, threshold relative to the chromosomes' typical darkness, cut out
+measure each colour channel's drop below its own flattened background (luma for a JPEG with
+half-resolution colour), threshold relative to the chromosomes' typical darkness, cut out
 interphase nuclei (regions much thicker than a chromosome), split objects much larger than
 typical where a rising threshold finds a seam (watershed from the pieces; a seam nearly as
 dark as the chromosomes only between two pieces meeting at an angle) or else between two
 notches of the outline into chromosome-sized pieces (touching sisters are kept together),
-flag what cannot be split, pair separated sister chromatids (mutually nearest,
-chromatid-like or unmistakably side by side, parallel, of similar size) into one class C
-object, drop debris, and group the objects into metaphases (clusters of chromosomes).
+flag what cannot be split, pair separated sister chromatids (mutually nearest, each one
+chromatid wide, chromatid-like or unmistakably side by side, parallel, of similar size) into
+one class C object, drop debris, and group the objects into metaphases (clusters of chromosomes).
 """
 from __future__ import annotations
 
@@ -170,8 +171,13 @@ def _darkness(rgb: np.ndarray, luma: bool = False) -> tuple[np.ndarray, float]:
     h, w = rgb.shape[:2]
     factor = max(1, round(max(h, w) / 180))
     size = (max(1, w // factor), max(1, h // factor))
-    signed: np.ndarray | None = None
-    channels = [cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)] if luma else list(cv2.split(rgb))
+    if luma:
+        channels = [cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)]
+    elif np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+        channels = [rgb[..., 0]]  # a grey camera's frame: one channel says it all
+    else:
+        channels = list(cv2.split(rgb))
+    drops = []
     for channel in channels:
         small = cv2.resize(channel, size, interpolation=cv2.INTER_AREA)
         k = max(3, (max(small.shape) // 6) | 1)
@@ -181,9 +187,10 @@ def _darkness(rgb: np.ndarray, luma: bool = False) -> tuple[np.ndarray, float]:
         )
         bg_small = cv2.blur(bg_small, (max(3, k // 3 | 1),) * 2)
         background = cv2.resize(bg_small, (w, h), interpolation=cv2.INTER_LINEAR)
-        drop = background.astype(np.int16) - channel.astype(np.int16)
-        signed = drop if signed is None else np.maximum(signed, drop)
-    assert signed is not None
+        drops.append(background.astype(np.int16) - channel.astype(np.int16))
+    signed = drops[0]
+    for drop in drops[1:]:
+        np.maximum(signed, drop, out=signed)
     dark = cv2.GaussianBlur(np.clip(signed, 0, 255).astype(np.uint8), (3, 3), 0)
     return dark, _noise_sigma(signed)
 
@@ -380,8 +387,10 @@ def _pair_chromatids(
 ) -> list[list[int]]:
     """Group separated sister chromatids two by two; every other unit stays alone.
 
-    Sisters are each other's nearest neighbour and score as sisters (`_sister_score`: alike
-    in size, close for their thickness, parallel side by side); best pairs are taken first.
+    Sisters are each other's nearest neighbour, each at most `SISTER_MAX_WIDTH` strokes thick
+    (one chromatid, whatever the profile or geometry says), and score as sisters
+    (`_sister_score`: alike in size, close for their thickness, parallel side by side); best
+    pairs are taken first.
     Two tiny units (under half the typical object, hardly longer than wide, thinner than the
     spread's stroke: one short chromatid each) have no axis to compare, so their angle is
     not tested: a short pair splayed or lying end to end stays one object, not two specks.

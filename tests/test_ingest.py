@@ -68,9 +68,40 @@ def test_jpeg_colour_resolution_is_read_from_the_frame_header(tmp_path: Path) ->
     grey = _write(tmp_path / "grey.jpg", _pattern()[..., 1])
     assert read_spread(grey, SETTINGS).chroma_subsampled is False
     assert read_spread(_write(tmp_path / "a.png", _pattern()), SETTINGS).chroma_subsampled is False
-    header = (tmp_path / "default.jpg").read_bytes()[:40]  # cut before the frame header
-    assert jpeg_chroma_subsampled(header) is False
     assert jpeg_chroma_subsampled(b"\xff\xd8\xff\xe0\x00") is False
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _frame(*factors: int, marker: int = 0xC0) -> bytes:
+    header = bytes([8]) + (16).to_bytes(2, "big") * 2 + bytes([len(factors)])
+    return _segment(marker, header + b"".join(bytes([k + 1, f, 0]) for k, f in enumerate(factors)))
+
+
+_FRAME_420 = _frame(0x22, 0x11, 0x11)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("4:2:0 after tables", _segment(0xC4, bytes(20)) + _FRAME_420, True),
+        ("fill bytes and a restart marker", b"\xff\xff\xff\xd0" + _frame(0x21, 0x11, 0x11), True),
+        ("junk after a segment", _segment(0xE0, b"JFIF\x00") + bytes(2) + _FRAME_420, True),
+        ("EXIF thumbnail 4:2:0, image 4:4:4",
+         _segment(0xE1, b"Exif\x00\x00\xff\xd8" + _FRAME_420) + _frame(0x11, 0x11, 0x11), False),
+        ("all components 2x2", _frame(0x22, 0x22, 0x22), False),
+        ("CMYK", _frame(0x11, 0x11, 0x11, 0x11), False),
+        ("frame cut inside", _FRAME_420[:-4], False),
+        ("scan before any frame", _segment(0xDA, bytes(8)) + _FRAME_420, False),
+        ("length 0", b"\xff\xe0\x00\x00" + _FRAME_420, False),
+        ("a flood of fill bytes", b"\xff" * 100_000 + _FRAME_420, False),
+    ],
+)
+def test_jpeg_frame_header_parsing(name: str, data: bytes, expected: bool) -> None:
+    """Crafted headers: never an error, and only the image's own frame header counts."""
+    assert jpeg_chroma_subsampled(b"\xff\xd8" + data) is expected, name
 
 
 def test_16_bit_grey_uses_the_bits_actually_used(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import pytest
 from chromowatch.classify.library import ModelLibrary
 from chromowatch.cli import main
 from chromowatch.pipeline import process_file
-from chromowatch.settings import Settings
+from chromowatch.records import Segmentation
+from chromowatch.settings import SegmentSettings, Settings
 from chromowatch.store import Store
 from chromowatch.synth import generate_spread, write_dataset
 from tests.helpers import install_tiny_model, settings_in
@@ -128,7 +129,9 @@ def test_a_jpeg_export_is_segmented_from_luma(env: Settings, tmp_path: Path,
     seen: list[bool] = []
     real = segment_module.segment
 
-    def spy(rgb: np.ndarray, settings, *, chroma_subsampled: bool = False):  # type: ignore[no-untyped-def]
+    def spy(
+        rgb: np.ndarray, settings: SegmentSettings, *, chroma_subsampled: bool = False
+    ) -> Segmentation:
         seen.append(chroma_subsampled)
         return real(rgb, settings, chroma_subsampled=chroma_subsampled)
 

@@ -231,10 +231,15 @@ def test_luma_keeps_the_gap_a_jpeg_blurs_in_the_stain_channel() -> None:
 
 
 def test_a_jpeg_spread_is_segmented_from_luma() -> None:
+    """Strongly compressed, the stain's channel breaks sister pairs into single chromatids;
+    luma keeps every object whole."""
     rgb, truth = _spread(seed=8)
-    seg = segment(_jpeg(rgb), SegmentSettings(), chroma_subsampled=True)
+    jpeg = _jpeg(rgb, quality=50)
+    seg = segment(jpeg, SegmentSettings(), chroma_subsampled=True)
     assert all(_matched(seg, box) for _, box in truth)
     assert len(seg.crops) == len(truth)
+    from_colour = segment(jpeg, SegmentSettings())
+    assert len(from_colour.crops) > len(truth)
 
 
 def test_two_metaphases_are_numbered_left_to_right() -> None:
