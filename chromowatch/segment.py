@@ -39,6 +39,9 @@ NECK_PIECE = 0.3
 ALONGSIDE = 0.8
 #: ... unless they come this many thicknesses close (splayed from the centromere).
 MEETING_GAP = 0.35
+#: Two separate chromatid-like units meeting at a point (gap under MEETING_GAP) at more
+#: than pair_max_angle are splayed sisters when their areas agree to this ratio.
+SPLAYED_ALIKE = 0.85
 #: A rod's mean width (area over axis length) is at most this many of its ridge widths.
 ROD_WIDTH = 1.1
 #: Pieces of a long cut through an object flagged as touching (`split_touching_cut`) are
@@ -506,10 +509,12 @@ def _sister_score(
 
     Sisters are copies of one chromatid: nearly the same area and length, close (`gap`
     measured in their own thickness; None: the two touch), roughly parallel and side by side
-    rather than end to end. Both must look like one chromatid (a peaked profile, or as thin as
-    the spread's thin mode), unless, for two apart, the geometry alone is unmistakable:
-    parallel, fully side by side, of the same size and close. (Two touching pieces that are
-    not chromatid-like are rather two whole chromosomes pressed together.)
+    rather than end to end, or, two apart, splayed from a point where they nearly meet (at any
+    angle, if chromatid-like and alike: `SPLAYED_ALIKE`). Both must look like one chromatid
+    (a peaked profile, or as thin as the spread's thin mode), unless, for two apart, the
+    geometry alone is unmistakable: parallel, fully side by side, of the same size and close.
+    (Two touching pieces that are not chromatid-like are rather two whole chromosomes pressed
+    together.)
     """
     thickness = max((a.thickness + b.thickness) / 2, 1.0)
     rel_gap = max(gap, 0.0) / thickness if gap is not None else 0.0
@@ -528,7 +533,18 @@ def _sister_score(
             return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + 0.5
         return None
     if diff > math.radians(settings.pair_max_angle):
-        return None
+        # Sisters splayed from one end meet at a point at any angle (a V, or an X where
+        # they cross): two chromatid-like units, alike, whose gap is under MEETING_GAP.
+        splayed = (
+            gap is not None
+            and rel_gap <= MEETING_GAP
+            and area_ratio >= SPLAYED_ALIKE
+            and _chromatid_like(a, thin, settings)
+            and _chromatid_like(b, thin, settings)
+        )
+        if not splayed:
+            return None
+        return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + diff / math.pi
     mean_angle = _mean_angle(a.angle, b.angle)
     ux, uy = math.cos(mean_angle), math.sin(mean_angle)
     pa, pb = a.cx * ux + a.cy * uy, b.cx * ux + b.cy * uy

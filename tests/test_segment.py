@@ -497,6 +497,29 @@ def test_two_thin_chromosomes_in_a_v_are_not_taken_for_sisters() -> None:
         assert all(_matched(seg, box) for box in boxes)
 
 
+@pytest.mark.parametrize("half_angle", [30.0, 40.0])
+def test_sisters_splayed_wide_from_one_point_stay_one_object(half_angle: float) -> None:
+    """Two separated chromatids that nearly meet at one end and open at 60-80 degrees (a V)
+    are one class C chromosome, though far wider apart than pair_max_angle."""
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        img = _glass(480, 720, rng)
+        _cluster(img, 60, 60, ["A", "C"] * 6, rng)
+        mark = np.zeros(img.shape[:2], np.uint8)
+        for side in (-1, 1):  # each arm starts 5 px to its side of the apex, at (520, 320)
+            direction = math.radians(90 - side * half_angle)
+            start = (520 + 5 * side, 320)
+            end = (
+                round(start[0] + 34 * math.cos(direction)),
+                round(start[1] + 34 * math.sin(direction)),
+            )
+            cv2.line(img, start, end, INK, 5, cv2.LINE_AA)
+            cv2.line(mark, start, end, 1, 5, cv2.LINE_AA)
+        box = BBox(*cv2.boundingRect(mark))
+        seg = segment(_finish(img), SegmentSettings())
+        assert _matched(seg, box)
+
+
 def test_two_whole_chromosomes_side_by_side_are_not_taken_for_sisters() -> None:
     """Two class A chromosomes lying parallel and close, alike in size, look like one
     separated pair in outline; each is two chromatids wide, though (over SISTER_MAX_WIDTH
