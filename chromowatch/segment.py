@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,6 +101,11 @@ class Unit:
     @property
     def elongation(self) -> float:
         return self.length / max(self.thickness, 1e-6)
+
+
+#: A way to split one object: (own mask, darkness, scale, typical area, settings) -> its
+#: pieces 1..k in the object's box, or None.
+Splitter = Callable[[np.ndarray, np.ndarray, Scale, float, SegmentSettings], "np.ndarray | None"]
 
 
 def segment(
@@ -605,51 +610,54 @@ def _split_touching(
         values = dark[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
         own = window == unit.label
         pieces: list[Unit] = []
-        splits = (
+        splits: tuple[Splitter, ...] = (
             (_watershed_split, _dark_seam_split, _concavity_split) if large else (_neck_split,)
         )
+        if unit.area > settings.touching_area * typical:
+            splits += (_long_cut_split,)
         for split in splits:
             local = split(own, values, scale, typical, settings)
             pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
-            notched = split is _concavity_split or split is _neck_split
+            notched = split in (_concavity_split, _neck_split, _long_cut_split)
             if len(pieces) == 2 and _touching_sisters(pieces, notched, thin, settings, large):
                 pieces = []  # one class C pair whose sisters touch: keep it whole
             if split is _dark_seam_split and not _meet_at_angle(pieces, thin, settings):
                 pieces = []  # one chromosome parted at a light band, or sisters
             if pieces:
                 break
-        if (
-            not pieces
-            and unit.area > settings.touching_area * typical
-            and settings.split_touching_cut > settings.split_max_cut
-        ):
-            # Too large for one chromosome, no seam, no short cut: two chromosomes touching
-            # along more than a short chord (an arm's end against another's side).
-            local = _concavity_split(
-                own, values, scale, typical, settings, long_cut=settings.split_touching_cut
-            )
-            pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
-            if len(pieces) == 2 and _touching_sisters(pieces, True, thin, settings, large):
-                pieces = []
         if not pieces:
             if unit.area > settings.touching_area * typical:
                 touching_labels.add(unit.label)
             out.append(unit)
             continue
         assert local is not None
-        inside = local > 0
-        window[window == unit.label] = 0
-        window[inside] = local[inside] + (next_label - 1)
-        for piece in pieces:
-            piece.label += next_label - 1
-            piece.x += unit.x
-            piece.y += unit.y
-            piece.cx += unit.x
-            piece.cy += unit.y
-            queue.append(piece)
+        _install_pieces(window, own, local, pieces, unit, next_label)
+        queue.extend(pieces)
         next_label += len(pieces)
     touching = {k for k, u in enumerate(out) if u.label in touching_labels}
     return out, touching
+
+
+def _install_pieces(
+    window: np.ndarray,
+    own: np.ndarray,
+    local: np.ndarray,
+    pieces: list[Unit],
+    unit: Unit,
+    next_label: int,
+) -> None:
+    """Put the pieces 1..k (`local`) of `unit` in its place: in the label map (`window`, the
+    unit's box of it, where `own` was the unit) as labels next_label.., and each piece's
+    label, box and centroid from the box's coordinates into the image's."""
+    inside = local > 0
+    window[own] = 0
+    window[inside] = local[inside] + (next_label - 1)
+    for piece in pieces:
+        piece.label += next_label - 1
+        piece.x += unit.x
+        piece.y += unit.y
+        piece.cx += unit.x
+        piece.cy += unit.y
 
 
 def _regroup_clumps(
@@ -717,17 +725,9 @@ def _regroup_clumps(
         ):
             out.append(g)
             continue
-        inside = local > 0
-        window[own] = 0
-        window[inside] = local[inside] + (next_label - 1)
+        _install_pieces(window, own, local, pieces, unit, next_label)
         base = len(units)
-        for p in pieces:
-            p.label += next_label - 1
-            p.x += unit.x
-            p.y += unit.y
-            p.cx += unit.x
-            p.cy += unit.y
-            units.append(p)
+        units.extend(pieces)
         next_label += len(pieces)
         out.extend([[base + i, base + j] for i, j in pairs])
         out.extend([[base + i] for i in rest])
@@ -904,6 +904,22 @@ def _neck_split(
     return _concavity_split(own, values, scale, typical, settings, neck=widest)
 
 
+def _long_cut_split(
+    own: np.ndarray,
+    values: np.ndarray,
+    scale: Scale,
+    typical: float,
+    settings: SegmentSettings,
+) -> np.ndarray | None:
+    """For an object too large for one chromosome that no seam nor short cut parted: two
+    chromosomes touching along more than a short chord (an arm's end against another's
+    side), cut between notches up to `split_touching_cut` strokes apart; None when off."""
+    if settings.split_touching_cut <= settings.split_max_cut:
+        return None
+    long_cut = settings.split_touching_cut
+    return _concavity_split(own, values, scale, typical, settings, long_cut=long_cut)
+
+
 def _watershed_split(
     own: np.ndarray,
     values: np.ndarray,
@@ -941,14 +957,20 @@ def _seeded_watershed(own: np.ndarray, values: np.ndarray, seed_labels: np.ndarr
     components (their labels in `seed_labels`), fragments dropped."""
     import cv2
 
-    markers = np.zeros(own.shape, np.int32)
-    for k, i in enumerate(seeds, start=1):
-        markers[seed_labels == i] = k
+    markers = _markers(seed_labels, seeds)
     # No marker outside the object: it would claim the object's faint rim first.
     relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
     cv2.watershed(relief, markers)
     markers[~own | (markers < 0)] = 0
     return _drop_fragments(markers, len(seeds))
+
+
+def _markers(seed_labels: np.ndarray, seeds: list[int]) -> np.ndarray:
+    """The components `seeds` of `seed_labels` renumbered 1..k (int32, 0 elsewhere)."""
+    markers = np.zeros(seed_labels.shape, np.int32)
+    for k, i in enumerate(seeds, start=1):
+        markers[seed_labels == i] = k
+    return markers
 
 
 def _concavity_split(
@@ -1031,14 +1053,10 @@ def _concavity_split(
         areas = sorted(int(stats[k, cv2.CC_STAT_AREA]) for k in big)
         if not neck and areas[0] < 0.5 * areas[-1]:
             continue
-        markers = np.zeros(own.shape, np.int32)
-        for k, piece in enumerate(big, start=1):
-            markers[seed_labels == piece] = k
-        if not long_cut:  # a long cut's own line parts the pieces best
-            relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
-            cv2.watershed(relief, markers)
-            markers[~own | (markers < 0)] = 0
-            markers = _drop_fragments(markers, len(big))
+        if long_cut:  # a long cut's own line parts the pieces best
+            markers = _markers(seed_labels, big)
+        else:
+            markers = _seeded_watershed(own, values, seed_labels, big)
         if shallow and not all(_rod_like(markers == k) for k in range(1, len(big) + 1)):
             continue
         return markers
