@@ -24,7 +24,7 @@ import numpy as np
 from chromowatch.records import BBox, Prediction
 from chromowatch.report import ModelInfo, write_report
 from chromowatch.settings import Settings
-from chromowatch.store import Store, StoredCrop
+from chromowatch.store import ImageRow, Store, StoredCrop
 
 CONFUSION = [[97, 3, 0], [2, 85, 13], [0, 2, 98]]
 
@@ -60,8 +60,9 @@ def fill(store: Store, root: Path, sample: str, crops: int, spreads: int, seed: 
         image = root / "spreads" / sample / f"{s:03d}.png"
         image.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(image), spread)
-        store.save_image(path=str(image), sample=sample, sha256=sha, size=1, width=1440,
-                         height=1024, metaphases=1, note=None, crops=items)
+        row = ImageRow(path=str(image), sample=sample, sha256=sha, size=1, width=1440,
+                       height=1024, metaphases=1)
+        store.save_image(row, items)
         made += n
 
 

@@ -19,7 +19,7 @@ from chromowatch import enhance, ingest, segment
 from chromowatch.errors import InputImageError, ModelError
 from chromowatch.records import BBox, Crop, Prediction, Spread
 from chromowatch.settings import Settings
-from chromowatch.store import Store, StoredCrop
+from chromowatch.store import ImageRow, Store, StoredCrop
 
 if TYPE_CHECKING:
     from chromowatch.classify.ensemble import Ensemble
@@ -190,7 +190,7 @@ def finish_image(
         CropResult(c.index, c.bbox, c.metaphase, c.flags, pred, c.file)
         for c, pred in zip(prepared.crops, predictions, strict=True)
     )
-    image_id = store.save_image(
+    image = ImageRow(
         path=prepared.path,
         sample=sample,
         sha256=prepared.sha256,
@@ -200,10 +200,10 @@ def finish_image(
         metaphases=prepared.metaphases,
         note=prepared.note,
         metaphase_label=metaphase_label,
-        crops=[
-            StoredCrop(r.index, r.bbox, r.metaphase, r.flags, r.file, r.prediction)
-            for r in results
-        ],
+    )
+    image_id = store.save_image(
+        image,
+        [StoredCrop(r.index, r.bbox, r.metaphase, r.flags, r.file, r.prediction) for r in results],
     )
     log.info("%s: image %d, %d crops, %d metaphase(s)", prepared.path, image_id, len(results),
              prepared.metaphases)

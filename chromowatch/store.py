@@ -188,6 +188,21 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class ImageRow:
+    """What the store keeps of one processed image, whatever its crops are."""
+
+    path: str
+    sample: str
+    sha256: str
+    size: int
+    width: int
+    height: int
+    metaphases: int = 0
+    note: str | None = None
+    metaphase_label: str | None = None
+
+
+@dataclass(frozen=True)
 class StoredCrop:
     """What the pipeline hands the store for one crop."""
 
@@ -340,28 +355,11 @@ class Store:
                 (path, size, sha256, sid, error, time.time()),
             )
 
-    def save_image(
-        self,
-        *,
-        path: str,
-        sample: str,
-        sha256: str,
-        size: int,
-        width: int,
-        height: int,
-        metaphases: int,
-        note: str | None,
-        crops: Sequence[StoredCrop],
-        metaphase_label: str | None = None,
-    ) -> int:
+    def save_image(self, image: ImageRow, crops: Sequence[StoredCrop]) -> int:
         """Store one image with all its crops and predictions atomically; returns its id."""
         now = time.time()
         with self.transaction() as conn:
-            image_id = self._insert_done_image(
-                conn, path=path, sample=sample, sha256=sha256, size=size, width=width,
-                height=height, metaphases=metaphases, note=note, metaphase_label=metaphase_label,
-                now=now,
-            )
+            image_id = self._insert_done_image(conn, image, now)
             for crop in crops:
                 b = crop.bbox
                 ccur = conn.execute(
@@ -379,30 +377,17 @@ class Store:
                 )
         return image_id
 
-    def _insert_done_image(
-        self,
-        conn: sqlite3.Connection,
-        *,
-        path: str,
-        sample: str,
-        sha256: str,
-        size: int,
-        width: int,
-        height: int,
-        metaphases: int,
-        note: str | None,
-        metaphase_label: str | None,
-        now: float,
-    ) -> int:
+    def _insert_done_image(self, conn: sqlite3.Connection, image: ImageRow, now: float) -> int:
         """A processed image row (replacing an earlier failure of the same file); its id."""
-        sid = self._sample_id(conn, sample)
+        sid = self._sample_id(conn, image.sample)
         conn.execute("DELETE FROM images WHERE status = 'failed' AND (path = ? OR sha256 = ?)",
-                     (path, sha256))
+                     (image.path, image.sha256))
         cur = conn.execute(
             "INSERT INTO images(path, size, sha256, sample_id, metaphase, status, width, "
             "height, metaphases, note, created_at, processed_at) "
             "VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, ?)",
-            (path, size, sha256, sid, metaphase_label, width, height, metaphases, note, now, now),
+            (image.path, image.size, image.sha256, sid, image.metaphase_label, image.width,
+             image.height, image.metaphases, image.note, now, now),
         )
         return int(cur.lastrowid or 0)
 
@@ -910,26 +895,13 @@ class Store:
     # -- labels import and training (chromowatch.training) ---------------------------------
 
     def save_labelled_image(
-        self,
-        *,
-        path: str,
-        sample: str,
-        sha256: str,
-        size: int,
-        width: int,
-        height: int,
-        crops: Sequence[tuple[BBox, str, str]],
-        source: str,
-        who: str,
+        self, image: ImageRow, crops: Sequence[tuple[BBox, str, str]], *, source: str, who: str
     ) -> list[int]:
         """Store an image whose crops come with confirmed labels instead of predictions:
         (bbox, file, class) each, one transaction. Returns the crop ids in order."""
         now = time.time()
         with self.transaction() as conn:
-            image_id = self._insert_done_image(
-                conn, path=path, sample=sample, sha256=sha256, size=size, width=width,
-                height=height, metaphases=0, note=None, metaphase_label=None, now=now,
-            )
+            image_id = self._insert_done_image(conn, image, now)
             return self._insert_labelled_crops(conn, image_id, 0, crops, source, who, now)
 
     def add_labelled_crops(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from chromowatch.records import BBox, Prediction
-from chromowatch.store import Store, StoredCrop
+from chromowatch.store import ImageRow, Store, StoredCrop
 
 
 def _png(path: Path, rgb: np.ndarray) -> str:
@@ -68,8 +68,9 @@ def add_image(
             Prediction(lab, probs, {"m1": [probs["A"], probs["B"], probs["C"]]}, model_version),
         ))
     path = _png(root / "spreads" / sample / f"{image_no}.png", spread)
-    return store.save_image(path=path, sample=sample, sha256=sha, size=1000, width=400,
-                            height=300, metaphases=len(metaphases), note=None, crops=crops)
+    image = ImageRow(path=path, sample=sample, sha256=sha, size=1000, width=400, height=300,
+                     metaphases=len(metaphases))
+    return store.save_image(image, crops)
 
 
 def make_sample(store: Store, root: Path, sample: str, cells: Sequence[str],

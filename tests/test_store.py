@@ -9,7 +9,7 @@ import pytest
 
 from chromowatch.errors import StoreError
 from chromowatch.records import BBox, Prediction
-from chromowatch.store import MIGRATIONS, Store, StoredCrop
+from chromowatch.store import MIGRATIONS, ImageRow, Store, StoredCrop
 
 
 def _crop(i: int, label: str, flags: frozenset[str] = frozenset()) -> StoredCrop:
@@ -22,8 +22,9 @@ def _crop(i: int, label: str, flags: frozenset[str] = frozenset()) -> StoredCrop
 def _save(store: Store, sha: str, labels: str, sample: str = "s1",
           flags: dict[int, frozenset[str]] | None = None) -> int:
     crops = [_crop(i, lab, (flags or {}).get(i, frozenset())) for i, lab in enumerate(labels)]
-    return store.save_image(path=f"/in/{sha}.png", sample=sample, sha256=sha, size=10, width=5,
-                            height=5, metaphases=1, note=None, crops=crops)
+    image = ImageRow(path=f"/in/{sha}.png", sample=sample, sha256=sha, size=10, width=5,
+                     height=5, metaphases=1)
+    return store.save_image(image, crops)
 
 
 def test_schema_and_pragmas(tmp_path: Path) -> None:
@@ -56,8 +57,9 @@ def test_image_is_stored_whole_or_not_at_all(tmp_path: Path) -> None:
         bad = StoredCrop(1, bad.bbox, 0, frozenset(), "f",
                          Prediction("X", bad.prediction.probs, {}, "v1"))  # violates CHECK
         with pytest.raises(sqlite3.IntegrityError):
-            store.save_image(path="/in/x.png", sample="s1", sha256="xx", size=1, width=1,
-                             height=1, metaphases=1, note=None, crops=[_crop(0, "A"), bad])
+            image = ImageRow(path="/in/x.png", sample="s1", sha256="xx", size=1, width=1,
+                             height=1, metaphases=1)
+            store.save_image(image, [_crop(0, "A"), bad])
         n = store._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
         c = store._conn.execute("SELECT COUNT(*) FROM crops").fetchone()[0]
         assert (n, c) == (0, 0)

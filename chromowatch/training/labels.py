@@ -23,7 +23,7 @@ import numpy as np
 from chromowatch.errors import InputImageError, UsageError
 from chromowatch.records import CLASS_NAMES, BBox, Crop, Spread
 from chromowatch.settings import Settings
-from chromowatch.store import Store
+from chromowatch.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,10 @@ def import_folder(
             image = rgb if enhanced else _enhanced(rgb, settings)
             file = write_crop_file(_crop_dir(settings, sha256), 0, image)
             h, w = rgb.shape[:2]
-            store.save_labelled_image(
-                path=str(path.resolve()), sample=sample, sha256=sha256, size=crop.size_bytes,
-                width=w, height=h, crops=[(BBox(0, 0, w, h), file, cls)], source=source,
-                who=who)
+            image_row = ImageRow(path=str(path.resolve()), sample=sample, sha256=sha256,
+                                 size=crop.size_bytes, width=w, height=h)
+            store.save_labelled_image(image_row, [(BBox(0, 0, w, h), file, cls)], source=source,
+                                      who=who)
             summary.added += 1
     _relabel(store, relabel, summary, source=source, who=who)
     return summary
@@ -228,10 +228,10 @@ def import_yolo(
             image = _enhanced(np.ascontiguousarray(raw), settings)
             rows.append((bbox, write_crop_file(crop_dir, first_index + offset, image), cls))
         if known is None:
-            store.save_labelled_image(
-                path=str(path.resolve()), sample=sample, sha256=spread.sha256,
-                size=spread.size_bytes, width=spread.width, height=spread.height, crops=rows,
-                source=source, who=who)
+            image_row = ImageRow(path=str(path.resolve()), sample=sample, sha256=spread.sha256,
+                                 size=spread.size_bytes, width=spread.width,
+                                 height=spread.height)
+            store.save_labelled_image(image_row, rows, source=source, who=who)
         elif rows:
             store.add_labelled_crops(int(known["id"]), rows, source=source, who=who)
         summary.added += len(rows)
