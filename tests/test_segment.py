@@ -36,22 +36,23 @@ def _rod(img: np.ndarray, cx: float, cy: float, angle: float, length: float, wid
     cv2.line(img, p0, p1, INK, width, cv2.LINE_AA)
 
 
+def _rods(img: np.ndarray, *rods: tuple[float, float, float, float, int]) -> BBox:
+    """Draw rods (cx, cy, angle, length, width) on img as one object; its true box."""
+    mark = np.zeros(img.shape[:2], np.uint8)
+    for layer in (img, mark):
+        for rod in rods:
+            _rod(layer, *rod)
+    return BBox(*cv2.boundingRect(mark))
+
+
 def _draw(
     img: np.ndarray, kind: str, cx: float, cy: float, angle: float, length: float, offset: float
 ) -> BBox:
     """Draw one object on img and return its true box; sisters lie `offset` px off the axis."""
-    mark = np.zeros(img.shape[:2], np.uint8)
-    layers = [img, mark]
     if kind == "A":
-        for layer in layers:
-            _rod(layer, cx, cy, angle, length, 10)
-    else:  # "C": two sisters side by side
-        nx, ny = -math.sin(angle) * offset, math.cos(angle) * offset
-        for layer in layers:
-            _rod(layer, cx + nx, cy + ny, angle, length, 4)
-            _rod(layer, cx - nx, cy - ny, angle, length, 4)
-    x, y, w, h = cv2.boundingRect(mark)
-    return BBox(x, y, w, h)
+        return _rods(img, (cx, cy, angle, length, 10))
+    nx, ny = -math.sin(angle) * offset, math.cos(angle) * offset  # "C": sisters side by side
+    return _rods(img, (cx + nx, cy + ny, angle, length, 4), (cx - nx, cy - ny, angle, length, 4))
 
 
 def _nucleus(img: np.ndarray, cx: int, cy: int, radius: int, rng: np.random.Generator) -> None:
@@ -382,11 +383,7 @@ def test_a_short_sister_pair_splayed_apart_stays_one_object() -> None:
         rng = np.random.default_rng(seed)
         img = _glass(480, 720, rng)
         _cluster(img, 60, 60, ["A", "C"] * 6, rng, offset=8.0)
-        mark = np.zeros(img.shape[:2], np.uint8)
-        for layer in (img, mark):
-            _rod(layer, 500, 300, 0.2, 10, 3)
-            _rod(layer, 511, 292, 0.2 + math.radians(70), 10, 3)
-        pair = BBox(*cv2.boundingRect(mark))
+        pair = _rods(img, (500, 300, 0.2, 10, 3), (511, 292, 0.2 + math.radians(70), 10, 3))
         seg = segment(_finish(img), SegmentSettings())
         best = max(seg.crops, key=lambda c: c.bbox.iou(pair))
         if best.bbox.iou(pair) >= 0.5:
@@ -465,10 +462,7 @@ def test_a_chromosome_cut_by_the_edge_is_kept_though_small() -> None:
     rng = np.random.default_rng(3)
     img = _glass(480, 720, rng)
     _cluster(img, 60, 60, ["A"] * 12, rng)
-    mark = np.zeros(img.shape[:2], np.uint8)
-    for layer in (img, mark):
-        _rod(layer, 200, 494, math.pi / 2, 40, 10)
-    end = BBox(*cv2.boundingRect(mark))
+    end = _rods(img, (200, 494, math.pi / 2, 40, 10))
     speck = np.zeros(img.shape[:2], np.uint8)
     cv2.rectangle(speck, (300, 380), (309, 390), 1, -1)
     img[speck > 0] = INK
@@ -487,12 +481,10 @@ def test_two_thin_chromosomes_in_a_v_are_not_taken_for_sisters() -> None:
         _cluster(img, 60, 60, ["A"] * 10, rng)
         for k in range(5):  # thick objects: the spread's thickness is bimodal
             cv2.line(img, (60 + 70 * k, 250), (90 + 70 * k, 275), INK, 22, cv2.LINE_AA)
-        boxes = []
-        for cx, cy, angle in ((500, 300, 0.0), (498, 325, math.radians(25))):
-            mark = np.zeros(img.shape[:2], np.uint8)
-            for layer in (img, mark):
-                _rod(layer, cx, cy, angle, 36, 10)
-            boxes.append(BBox(*cv2.boundingRect(mark)))
+        boxes = [
+            _rods(img, (cx, cy, angle, 36, 10))
+            for cx, cy, angle in ((500, 300, 0.0), (498, 325, math.radians(25)))
+        ]
         seg = segment(_finish(img), SegmentSettings())
         assert all(_matched(seg, box) for box in boxes)
 
@@ -505,17 +497,12 @@ def test_sisters_splayed_wide_from_one_point_stay_one_object(half_angle: float) 
         rng = np.random.default_rng(seed)
         img = _glass(480, 720, rng)
         _cluster(img, 60, 60, ["A", "C"] * 6, rng)
-        mark = np.zeros(img.shape[:2], np.uint8)
+        arms = []
         for side in (-1, 1):  # each arm starts 5 px to its side of the apex, at (520, 320)
             direction = math.radians(90 - side * half_angle)
-            start = (520 + 5 * side, 320)
-            end = (
-                round(start[0] + 34 * math.cos(direction)),
-                round(start[1] + 34 * math.sin(direction)),
-            )
-            cv2.line(img, start, end, INK, 5, cv2.LINE_AA)
-            cv2.line(mark, start, end, 1, 5, cv2.LINE_AA)
-        box = BBox(*cv2.boundingRect(mark))
+            cx = 520 + 5 * side + 17 * math.cos(direction)
+            arms.append((cx, 320 + 17 * math.sin(direction), direction, 34.0, 5))
+        box = _rods(img, *arms)
         seg = segment(_finish(img), SegmentSettings())
         assert _matched(seg, box)
 
@@ -528,12 +515,7 @@ def test_two_whole_chromosomes_side_by_side_are_not_taken_for_sisters() -> None:
         rng = np.random.default_rng(seed)
         img = _glass(480, 720, rng)
         _cluster(img, 60, 60, ["C"] * 15, rng, offset=5.0)
-        boxes = []
-        for dy in (0, 16):
-            mark = np.zeros(img.shape[:2], np.uint8)
-            for layer in (img, mark):
-                _rod(layer, 520, 320 + dy, math.radians(10), 40, 10)
-            boxes.append(BBox(*cv2.boundingRect(mark)))
+        boxes = [_rods(img, (520, 320 + dy, math.radians(10), 40, 10)) for dy in (0, 16)]
         seg = segment(_finish(img), SegmentSettings())
         assert all(_matched(seg, box) for box in boxes)
 
