@@ -41,6 +41,7 @@ def _load_ensemble(settings: Settings, name: str | None) -> Ensemble:
         name or settings.classify.model,
         device=settings.classify.device,
         batch_size=settings.classify.batch_size,
+        cuda_graphs=settings.classify.cuda_graphs,
     )
 
 

@@ -250,6 +250,12 @@ class ClassifySettings(Section):
         "auto", description="auto: the GPU when CUDA is available, else the CPU."
     )
     batch_size: int = Field(64, gt=0, le=4096, description="Crops per inference batch.")
+    cuda_graphs: bool = Field(
+        True,
+        description="On CUDA, capture each model's forward pass per batch shape once and "
+        "replay it (far fewer kernel launches; a little GPU memory per shape). Off: run "
+        "eagerly. Ignored on the CPU.",
+    )
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 lets torch decide.")
 
 

@@ -11,7 +11,7 @@ from torchvision import transforms
 
 from chromowatch.classify.architectures import load_weights
 from chromowatch.classify.bundle import Bundle
-from chromowatch.classify.ensemble import Ensemble
+from chromowatch.classify.ensemble import Ensemble, resize_like_pil
 from chromowatch.errors import ModelError
 from chromowatch.records import CLASS_NAMES
 
@@ -199,3 +199,51 @@ def test_cuda_bf16_agrees_with_cpu() -> None:
     cpu, _ = Ensemble("t", members, device="cpu").predict_proba(images)
     gpu, _ = Ensemble("t", members, device="cuda").predict_proba(images)
     assert np.abs(cpu - gpu).max() < 0.05
+
+
+def test_resize_like_pil_is_within_one_grey_level_of_pil() -> None:
+    rng = np.random.default_rng(3)
+    shapes = [(20, 35), (130, 64), (224, 224), (1, 7), (224, 100), (57, 223)]
+    images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in shapes]
+    packed = torch.zeros((len(images), 224, 224, 3), dtype=torch.uint8)
+    sizes = torch.zeros((len(images), 2))
+    for i, img in enumerate(images):
+        packed[i, : img.shape[0], : img.shape[1]] = torch.from_numpy(img)
+        sizes[i] = torch.tensor(img.shape[:2], dtype=torch.float32)
+    out = resize_like_pil(packed.permute(0, 3, 1, 2).float(), sizes, (224, 224))
+    for i, img in enumerate(images):
+        pil = np.asarray(Image.fromarray(img).resize((224, 224), Image.Resampling.BILINEAR))
+        got = out[i].permute(1, 2, 0).numpy()
+        diff = np.abs(got - pil.astype(np.float32))
+        assert diff.max() <= 1.0, (img.shape, diff.max())
+        assert diff.mean() < 0.25, (img.shape, diff.mean())  # mostly equal, not just close
+
+
+def test_device_preprocessing_matches_pil_preprocessing() -> None:
+    """What CUDA runs (one packed upload, resized on the device; crops too big shrunk by
+    PIL first, padding rows zero), checked on the CPU against the PIL path."""
+    bundle = make_bundle(3, input_size=(224, 224))
+    ensemble = Ensemble("t", [("m", bundle)], device="cpu")
+    big = np.random.default_rng(9).integers(0, 256, size=(300, 90, 3), dtype=np.uint8)
+    images = [*crops(6, seed=5), big]
+    group = ensemble._groups[0]
+    expected = ensemble._prepare(group, images)
+    got = ensemble._prepare_on_device(group, images, None)
+    assert got.shape == expected.shape
+    one_level = 1.0 / 255.0 / min(bundle.std)
+    assert float((got - expected).abs().max()) <= one_level + 1e-5
+    assert torch.equal(got[-1], expected[-1])  # the PIL-shrunk crop: the same pixels
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_agree_with_eager_and_follow_batch_shapes() -> None:
+    members = [("a", make_bundle(1)), ("b", make_bundle(2, arch="squeezenet1_1",
+                                                          input_size=(224, 224)))]
+    images = crops(40, seed=2)
+    eager = Ensemble("t", members, device="cuda", batch_size=32, cuda_graphs=False)
+    graphed = Ensemble("t", members, device="cuda", batch_size=32, cuda_graphs=True)
+    for n in (40, 7, 40):  # rows 32 + 16, then 16 (padded); the second 40 replays graphs
+        want, _ = eager.predict_proba(images[:n])
+        got, _ = graphed.predict_proba(images[:n])
+        assert np.abs(want - got).max() < 1e-3
+    assert graphed.cuda_graphs and len(graphed._graphs) == 4  # 2 members x 2 batch shapes

@@ -6,6 +6,12 @@ PIL's bilinear resize, i.e. exactly torchvision's `Resize((h, w))` on a PIL imag
 what the published models were trained and evaluated with (tests measure the agreement).
 On CUDA the models run in bf16 autocast, on the CPU in fp32; channels_last on both (faster
 with oneDNN for SqueezeNet, MobileNetV2 and DenseNet161; see BENCHMARKS.md).
+
+On CUDA the PIL resize (one crop at a time on the CPU) and launching each of DenseNet161's
+hundreds of kernels from Python were the bottleneck, not the GPU: there the crops go up in
+one copy and are resized on the device with PIL's bilinear arithmetic (`resize_like_pil`;
+within one grey level of PIL), and each member's forward pass for each batch shape is
+captured once as a CUDA graph and replayed (`cuda_graphs`).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn import functional
 
 from chromowatch.classify.architectures import load_weights
 from chromowatch.classify.bundle import Bundle
@@ -54,7 +61,7 @@ def resolve_device(device: str) -> torch.device:
 class _Member:
     name: str
     model: nn.Module
-    order: list[int]  # member output column for each of CLASS_NAMES
+    order: torch.Tensor  # member output column for each of CLASS_NAMES, on the device
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,65 @@ def _build(bundle: Bundle, device: torch.device) -> nn.Module:
     return model.to(device=device).to(memory_format=torch.channels_last).eval()
 
 
+def resize_like_pil(packed: torch.Tensor, sizes: torch.Tensor, out_size: tuple[int, int]
+                    ) -> torch.Tensor:
+    """Bilinear resize of a batch of crops to `out_size` (h, w), as PIL enlarges them.
+
+    `packed` is (N, 3, H, W) float with crop i in its top-left `sizes[i]` (h, w) pixels;
+    returns (N, 3, out_h, out_w), rounded to whole grey levels as PIL's uint8 output is.
+    PIL samples output pixel j at (j + 0.5) * in / out - 0.5 with pixel centres at
+    integers and, at the edges, only the taps inside the crop: the same as bilinear
+    interpolation at that point clamped into the crop. Only for enlarging (or keeping) a
+    crop; PIL widens its filter to shrink one, which this does not do.
+    """
+    out_h, out_w = out_size
+    _, _, height, width = packed.shape
+    device = packed.device
+
+    def coords(n_out: int, n_in: torch.Tensor, n_packed: int) -> torch.Tensor:
+        j = torch.arange(n_out, device=device, dtype=torch.float32)
+        src = (j + 0.5) * (n_in[:, None] / n_out) - 0.5
+        src = torch.minimum(src.clamp(min=0.0), n_in[:, None] - 1.0)
+        return (2.0 * src + 1.0) / n_packed - 1.0  # grid_sample's align_corners=False scale
+
+    gy = coords(out_h, sizes[:, 0], height)
+    gx = coords(out_w, sizes[:, 1], width)
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
+    out = functional.grid_sample(packed, grid, mode="bilinear", padding_mode="zeros",
+                                 align_corners=False)
+    return out.round_()
+
+
+class _Graphed:
+    """One member's forward pass for one batch shape, captured as a CUDA graph.
+
+    Replaying it launches all of the pass's kernels at once (DenseNet161 has hundreds).
+    `input` and `output` are the graph's own tensors: copy a batch in, replay, read out
+    before the next replay. Graphs of one ensemble share the first one's memory pool
+    (`share_with`): each holds its output, and replays never overlap (one stream), so their
+    scratch memory can be the same.
+    """
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor,
+                 share_with: _Graphed | None) -> None:
+        self.input = example.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up outside the capture (cuDNN picks its kernels)
+                run(self.input)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        pool = share_with.graph.pool() if share_with is not None else None
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.output = run(self.input)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.input.copy_(x)
+        self.graph.replay()
+        return self.output
+
+
 def ensemble_version(name: str, bundles: Sequence[Bundle]) -> str:
     """name + a short hash of the members' weights: equal weights, equal version."""
     h = hashlib.sha256("\n".join(b.weights_sha256 for b in bundles).encode())
@@ -101,6 +167,11 @@ def _as_rgb(image: np.ndarray, index: int) -> np.ndarray:
     return image
 
 
+def _pil_resize(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    bilinear = Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(crop).resize((width, height), bilinear))
+
+
 class Ensemble:
     """Loaded members ready to predict; build it with ModelLibrary.load_ensemble."""
 
@@ -111,6 +182,7 @@ class Ensemble:
         *,
         device: str = "auto",
         batch_size: int = 64,
+        cuda_graphs: bool = True,
     ) -> None:
         if not members:
             raise ModelError(f"ensemble {name!r} has no members", hint="save it again with members")
@@ -129,10 +201,13 @@ class Ensemble:
         self.version = ensemble_version(name, [b for _, b in members])
         self.batch_size = batch_size
         self.device = resolve_device(device)
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self._graphs: dict[tuple[int, tuple[int, ...]], _Graphed] = {}
         self._members: list[_Member] = []
         keys: dict[tuple[object, ...], list[int]] = {}
         for index, (member_name, bundle) in enumerate(members):
-            order = _class_order(bundle)
+            # On the device: a graph capture cannot copy an index list up from the CPU.
+            order = torch.tensor(_class_order(bundle), device=self.device)
             self._members.append(_Member(member_name, _build(bundle, self.device), order))
             keys.setdefault(bundle.preprocessing_key, []).append(index)
         self._groups: list[_Group] = []
@@ -173,8 +248,9 @@ class Ensemble:
         """(N, 3) ensemble probabilities and (members, N, 3) member probabilities, A/B/C order."""
         crops = [_as_rgb(img, i) for i, img in enumerate(images)]
         per_member = np.zeros((len(self._members), len(crops), len(CLASS_NAMES)), np.float32)
-        # Resizing is PIL's, one crop at a time, and on a GPU it is the slow part; PIL lets go
-        # of the GIL while it resizes, so threads (as many as torch's) share it out.
+        # On the CPU resizing is PIL's, one crop at a time; PIL lets go of the GIL while it
+        # resizes, so threads (as many as torch's) share it out. (On CUDA only crops that
+        # must shrink go through PIL.)
         threads = min(torch.get_num_threads(), len(crops) // PARALLEL_RESIZE_MIN)
         with contextlib.ExitStack() as stack, torch.inference_mode():
             pool = (stack.enter_context(ThreadPoolExecutor(threads, "resize"))
@@ -199,18 +275,20 @@ class Ensemble:
                    pool: Executor | None = None) -> None:
         batch = self._prepare(group, chunk, pool)
         for index in group.members:
-            out[index] = self._forward(self._members[index], batch)[: len(chunk)]
+            out[index] = self._forward(index, batch)[: len(chunk)]
 
     def _prepare(self, group: _Group, chunk: list[np.ndarray],
                  pool: Executor | None = None) -> torch.Tensor:
         """PIL resize (== torchvision Resize on PIL), then ToTensor + Normalize per batch;
-        rows beyond the chunk (padding, see padded_rows) are zero and their output unused."""
+        rows beyond the chunk (padding, see padded_rows) are zero and their output unused.
+        On CUDA the resize runs on the device (`_prepare_on_device`)."""
+        if self.device.type == "cuda":
+            return self._prepare_on_device(group, chunk, pool)
         height, width = group.input_size
         resized = np.zeros((self.padded_rows(len(chunk)), height, width, 3), np.uint8)
-        bilinear = Image.Resampling.BILINEAR
 
         def resize(i: int) -> None:
-            resized[i] = np.asarray(Image.fromarray(chunk[i]).resize((width, height), bilinear))
+            resized[i] = _pil_resize(chunk[i], height, width)
 
         if pool is None:
             for i in range(len(chunk)):
@@ -220,17 +298,69 @@ class Ensemble:
                 pass  # map re-raises a worker's exception here
         # NHWC memory viewed as NCHW is channels_last already: no copy.
         batch = torch.from_numpy(resized).permute(0, 3, 1, 2)
-        if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
         x = batch.float().div_(255.0)
         return x.sub_(group.mean).div_(group.std)
 
-    def _forward(self, member: _Member, x: torch.Tensor) -> np.ndarray:
-        if self.device.type == "cuda":
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                logits = member.model(x)
-        else:
-            logits = member.model(x)
-        probs = torch.softmax(logits.float(), dim=1)[:, member.order]
+    def _prepare_on_device(self, group: _Group, chunk: list[np.ndarray],
+                           pool: Executor | None) -> torch.Tensor:
+        """The crops packed into one pinned buffer, copied up at once and resized there.
+        A crop that must shrink (rare: crops are smaller than the models' input) is resized
+        by PIL first, which filters differently when shrinking."""
+        height, width = group.input_size
+        fits = [c.shape[0] <= height and c.shape[1] <= width for c in chunk]
+
+        def fitted(i: int) -> np.ndarray:
+            return chunk[i] if fits[i] else _pil_resize(chunk[i], height, width)
+
+        ready = (list(pool.map(fitted, range(len(chunk)))) if pool is not None and not all(fits)
+                 else [fitted(i) for i in range(len(chunk))])
+        rows = self.padded_rows(len(chunk))
+        packed_h = max(c.shape[0] for c in ready)
+        packed_w = max(c.shape[1] for c in ready)
+        pin = self.device.type == "cuda"  # (tests run this on the CPU too)
+        packed = torch.zeros((rows, packed_h, packed_w, 3), dtype=torch.uint8, pin_memory=pin)
+        sizes = torch.ones((rows, 2), dtype=torch.float32, pin_memory=pin)
+        view, size_view = packed.numpy(), sizes.numpy()
+        for i, crop in enumerate(ready):
+            view[i, : crop.shape[0], : crop.shape[1]] = crop
+            size_view[i] = crop.shape[:2]
+        up = packed.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = resize_like_pil(up, sizes.to(self.device, non_blocking=True), (height, width))
+        x = x.div_(255.0).sub_(group.mean).div_(group.std)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def _forward(self, index: int, x: torch.Tensor) -> np.ndarray:
+        member = self._members[index]
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            if self.device.type == "cuda":
+                # No autocast weight cache: a graph capture must not hold casts made outside it.
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                                    cache_enabled=False):
+                    logits = member.model(batch)
+            else:
+                logits = member.model(batch)
+            return torch.softmax(logits.float(), dim=1).index_select(1, member.order)
+
+        probs = self._graphed(index, run, x) if self.cuda_graphs else None
+        if probs is None:
+            probs = run(x)
         result: np.ndarray = probs.cpu().numpy()
         return result
+
+    def _graphed(self, index: int, run: Callable[[torch.Tensor], torch.Tensor],
+                 x: torch.Tensor) -> torch.Tensor | None:
+        """The member's graph for this batch shape (captured on first use) run on x; None
+        when capturing fails, after which this ensemble runs eagerly (logged once)."""
+        key = (index, tuple(x.shape))
+        graph = self._graphs.get(key)
+        if graph is None:
+            try:
+                graph = _Graphed(run, x, next(iter(self._graphs.values()), None))
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+                log.warning("CUDA graphs off for ensemble %s (%s); running without them",
+                            self.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self.cuda_graphs = False
+                return None
+            self._graphs[key] = graph
+        return graph(x)

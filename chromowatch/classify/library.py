@@ -298,7 +298,8 @@ class ModelLibrary:
 
     # -- loading -------------------------------------------------------------------------
 
-    def load_ensemble(self, name: str, *, device: str = "auto", batch_size: int = 64) -> Ensemble:
+    def load_ensemble(self, name: str, *, device: str = "auto", batch_size: int = 64,
+                      cuda_graphs: bool = True) -> Ensemble:
         """Load an ensemble ("current" follows the pointer), checking every member's sha256."""
         from chromowatch.classify.ensemble import Ensemble
 
@@ -315,7 +316,8 @@ class ModelLibrary:
                 )
             bundle = load_bundle(path, expected_sha256=str(member["sha256"]))
             members.append((str(member["name"]), bundle))
-        return Ensemble(resolved, members, device=device, batch_size=batch_size)
+        return Ensemble(resolved, members, device=device, batch_size=batch_size,
+                        cuda_graphs=cuda_graphs)
 
 
     # -- promotion, rollback, old versions (chromowatch.training) -----------------------
