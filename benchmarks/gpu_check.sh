@@ -10,7 +10,8 @@
 # Steps, each under its own time limit so one failure does not cost the others:
 #   1. the machine: GPU, torch, what torchvision finds in its cache (ImageNet weights?)
 #   2. the gpu-marked tests (bf16 ensemble vs CPU; the training loop on CUDA)
-#   3. benchmarks/classify.py --device cuda (chromowatch vs the torchvision loop)
+#   3. benchmarks/classify.py --device cuda (chromowatch vs the torchvision loop), then
+#      benchmarks/predict_pieces.py (where predict_proba's time goes; CUDA graphs on and off)
 #   4. benchmarks/train.py with the default settings (goal: < 3 min on a GPU)
 #   5. benchmarks/tta.py on the model trained in 4 (flips and rotations at test time)
 #   6. training variants for the accuracy target, side by side, in the time left
@@ -51,6 +52,9 @@ step "3 classify throughput"
 # (the torchvision loop resizes every crop once per model with PIL: keep the counts modest)
 timeout 150 "$PY" benchmarks/classify.py --device cuda --crops-ikemoto 512 \
     --crops-paper 256 --rounds 2 2>&1 | tee "$OUT/classify.txt" | grep -v '^\s*$'
+
+timeout 90 "$PY" benchmarks/predict_pieces.py --device cuda --spreads 30 2>&1 \
+    | tee "$OUT/predict_pieces.txt" | grep -v '^\s*$'
 
 step "4 train, default settings"
 KEEP=$(mktemp -d)
