@@ -61,6 +61,12 @@ JOIN_END = 0.25
 #: spread's median ridge width) is a whole chromosome, even when it lies parallel and close
 #: to another (separated C sisters measure at most 1.21 strokes on ddx11 and synthetic draws).
 SISTER_MAX_WIDTH = 1.5
+#: The smallest chromosomes measure about a stroke's square, and a slightly blurred or
+#: smaller-scale image makes them a little less: a whole object (not a split's piece) down to
+#: this share of a stroke's square is kept when its darkest pixel reaches DEBRIS_DARK of the
+#: typical chromosome core; specks and faint debris are paler (`_drop_debris`).
+DEBRIS_STROKES = 0.8
+DEBRIS_DARK = 1.0
 
 #: Box colours (RGB) of the overlay, by class; unlabelled crops are yellow, flagged magenta.
 CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -97,6 +103,7 @@ class Unit:
     length: float  # major-axis length of an equivalent rod
     thickness: float  # area / length
     flatness: float  # share of pixels above 70% of the peak: high for two chromatids side by side
+    darkest: float  # its largest darkness
 
     @property
     def elongation(self) -> float:
@@ -136,7 +143,7 @@ def segment(
     groups = _pair_chromatids(units, labels, scale, settings)
     groups = _regroup_clumps(units, groups, labels, dark, scale, settings)
     groups = _join_fragments(units, groups, labels, scale)
-    groups = _drop_debris(groups, units, scale, settings, labels.shape)
+    groups = _drop_debris(groups, units, scale, settings, labels.shape, n)
     if not groups:
         return _empty("no metaphase found: only debris")
     flags = {
@@ -304,7 +311,8 @@ def _units(labels: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
         rows, cols = window
         area = int(count[i])
         own = dark[window][labels[window] == i]
-        high = int(np.count_nonzero(own > 0.7 * float(own.max())))
+        darkest = float(own.max())
+        high = int(np.count_nonzero(own > 0.7 * darkest))
         a, b, c = cxx[i], cyy[i], cxy[i]
         spread = math.sqrt(max(0.0, (a - b) ** 2 / 4 + c * c))
         length = max(math.sqrt(12.0 * ((a + b) / 2 + spread)), 1.0)
@@ -323,6 +331,7 @@ def _units(labels: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
                 length,
                 area / length,
                 high / area,
+                darkest,
             )
         )
     return units
@@ -353,12 +362,17 @@ def _drop_debris(
     scale: Scale,
     settings: SegmentSettings,
     shape: tuple[int, ...],
+    first_piece: int,
 ) -> list[list[int]]:
     """Leave out objects much smaller than the typical one (a pair counts as one object).
 
     Nothing under a stroke's square is a chromosome, except at the image's edge: there a
     chromosome may show only its end, and only the share of the typical object applies
-    (with half a stroke's square for a floor, the most that mere specks reach).
+    (with half a stroke's square for a floor, the most that mere specks reach); and except a
+    whole object (one found as such, not a piece cut off by `_split_touching`: labels from
+    `first_piece` on) down to `DEBRIS_STROKES` of a stroke's square that is as dark as
+    chromosome cores (`DEBRIS_DARK`): a small chromosome in a blurred or zoomed-out image.
+    Dark stain crystals of that size pass too; they are rarer than small chromosomes.
     """
     stroke_area = scale.stroke * scale.stroke
     areas = [sum(units[i].area for i in g) for g in groups]
@@ -371,10 +385,15 @@ def _drop_debris(
     def at_edge(u: Unit) -> bool:
         return u.x == 0 or u.y == 0 or u.x + u.w >= width or u.y + u.h >= height
 
+    def dark(g: list[int]) -> bool:
+        whole = all(units[i].label < first_piece for i in g)
+        return whole and max(units[i].darkest for i in g) >= DEBRIS_DARK * scale.peak
+
     return [
         g
         for g, a in zip(groups, areas, strict=True)
         if a >= (min_cut if any(at_edge(units[i]) for i in g) else min_area)
+        or (a >= DEBRIS_STROKES * stroke_area and dark(g))
     ]
 
 

@@ -471,6 +471,26 @@ def test_a_chromosome_cut_by_the_edge_is_kept_though_small() -> None:
     assert not any(c.bbox.x > 280 and c.bbox.y > 360 for c in seg.crops)
 
 
+@pytest.mark.parametrize(("ink", "kept"), [(1.1, True), (0.8, False)])
+def test_a_small_object_under_a_stroke_square_is_kept_only_when_dark(
+    ink: float, kept: bool
+) -> None:
+    """A blurred or zoomed-out image makes the smallest chromosomes a little smaller than a
+    stroke's square: such an object stays when it is as dark as chromosome cores, and is
+    dropped as debris when paler (both ~0.85-0.9 of a stroke's square here)."""
+    rng = np.random.default_rng(0)
+    img = _glass(480, 720, rng)
+    _cluster(img, 60, 60, ["A"] * 12, rng)
+    colour = tuple(int(np.clip(g - (g - i) * ink, 0, 255)) for g, i in zip(GLASS, INK, strict=True))
+    axes = (7, 5) if kept else (7, 6)
+    mark = np.zeros(img.shape[:2], np.uint8)
+    cv2.ellipse(mark, (500, 300), axes, 30, 0, 360, 1, -1)
+    cv2.ellipse(img, (500, 300), axes, 30, 0, 360, colour, -1, cv2.LINE_AA)
+    seg = segment(_finish(img), SegmentSettings())
+    assert _matched(seg, BBox(*cv2.boundingRect(mark))) is kept
+    assert len(seg.crops) == 12 + kept
+
+
 def test_two_thin_chromosomes_in_a_v_are_not_taken_for_sisters() -> None:
     """In a spread of class A rods and thick objects, the rods are the thin mode, so thinness
     makes them look like chromatids; two of them near each other in a V, apart at their
