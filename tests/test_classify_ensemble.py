@@ -201,22 +201,25 @@ def test_cuda_bf16_agrees_with_cpu() -> None:
     assert np.abs(cpu - gpu).max() < 0.05
 
 
-def test_resize_like_pil_is_within_one_grey_level_of_pil() -> None:
+def test_resize_like_pil_is_pils_bilinear_but_for_rare_rounding() -> None:
     rng = np.random.default_rng(3)
-    shapes = [(20, 35), (130, 64), (224, 224), (1, 7), (224, 100), (57, 223)]
-    images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in shapes]
-    packed = torch.zeros((len(images), 224, 224, 3), dtype=torch.uint8)
-    sizes = torch.zeros((len(images), 2))
-    for i, img in enumerate(images):
-        packed[i, : img.shape[0], : img.shape[1]] = torch.from_numpy(img)
-        sizes[i] = torch.tensor(img.shape[:2], dtype=torch.float32)
-    out = resize_like_pil(packed.permute(0, 3, 1, 2).float(), sizes, (224, 224))
-    for i, img in enumerate(images):
-        pil = np.asarray(Image.fromarray(img).resize((224, 224), Image.Resampling.BILINEAR))
-        got = out[i].permute(1, 2, 0).numpy()
-        diff = np.abs(got - pil.astype(np.float32))
-        assert diff.max() <= 1.0, (img.shape, diff.max())
-        assert diff.mean() < 0.25, (img.shape, diff.mean())  # mostly equal, not just close
+    shapes = [(20, 35), (130, 64), (224, 224), (1, 7), (224, 100), (57, 223), (1, 1)]
+    shapes += [tuple(int(v) for v in rng.integers(1, 225, size=2)) for _ in range(10)]
+    for target in ((224, 224), (64, 96)):
+        fits = [(h, w) for h, w in shapes if h <= target[0] and w <= target[1]]
+        images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in fits]
+        packed = torch.full((len(images), *target, 3), 255, dtype=torch.uint8)  # no leaks
+        sizes = torch.zeros((len(images), 2))
+        for i, img in enumerate(images):
+            packed[i, : img.shape[0], : img.shape[1]] = torch.from_numpy(img)
+            sizes[i] = torch.tensor(img.shape[:2], dtype=torch.float32)
+        out = resize_like_pil(packed.permute(0, 3, 1, 2).float(), sizes, target)
+        for i, img in enumerate(images):
+            pil = Image.fromarray(img).resize(target[::-1], Image.Resampling.BILINEAR)
+            got = out[i].permute(1, 2, 0).numpy()
+            diff = np.abs(got - np.asarray(pil).astype(np.float32))
+            assert diff.max() <= 2.0, (img.shape, target, diff.max())
+            assert float(diff.mean()) < 0.1, (img.shape, target)  # mostly equal, not just close
 
 
 def test_device_preprocessing_matches_pil_preprocessing() -> None:
@@ -230,8 +233,9 @@ def test_device_preprocessing_matches_pil_preprocessing() -> None:
     expected = ensemble._prepare(group, images)
     got = ensemble._prepare_on_device(group, images, None)
     assert got.shape == expected.shape
-    one_level = 1.0 / 255.0 / min(bundle.std)
-    assert float((got - expected).abs().max()) <= one_level + 1e-5
+    two_levels = 2.0 / 255.0 / min(bundle.std)
+    assert float((got - expected).abs().max()) <= two_levels + 1e-5
+    assert float((got - expected).abs().mean()) < 0.1 / 255.0 / min(bundle.std)
     assert torch.equal(got[-1], expected[-1])  # the PIL-shrunk crop: the same pixels
 
 
@@ -247,3 +251,26 @@ def test_cuda_graphs_agree_with_eager_and_follow_batch_shapes() -> None:
         got, _ = graphed.predict_proba(images[:n])
         assert np.abs(want - got).max() < 1e-3
     assert graphed.cuda_graphs and len(graphed._graphs) == 4  # 2 members x 2 batch shapes
+
+
+@pytest.mark.gpu
+def test_a_failed_capture_falls_back_to_eager(caplog: pytest.LogCaptureFixture) -> None:
+    """A member doing something a CUDA graph cannot hold (a host sync) still classifies:
+    the ensemble logs why, drops its graphs and runs eagerly on the default stream."""
+    members = [("a", make_bundle(1)), ("b", make_bundle(2))]
+    images = crops(20, seed=6)
+    eager = Ensemble("t", members, device="cuda", cuda_graphs=False)
+    graphed = Ensemble("t", members, device="cuda", cuda_graphs=True)
+    model = graphed._members[1].model
+    forward = model.forward
+
+    def syncing(x: torch.Tensor) -> torch.Tensor:
+        return forward(x) + 0.0 * float(x.sum().item())  # .item() is not capturable
+
+    model.forward = syncing  # type: ignore[method-assign]
+    want, _ = eager.predict_proba(images)
+    got, _ = graphed.predict_proba(images)
+    assert np.abs(want - got).max() < 1e-3
+    assert not graphed.cuda_graphs and not graphed._graphs
+    assert "CUDA graphs off" in caplog.text
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()

@@ -10,7 +10,7 @@ with oneDNN for SqueezeNet, MobileNetV2 and DenseNet161; see BENCHMARKS.md).
 On CUDA the PIL resize (one crop at a time on the CPU) and launching each of DenseNet161's
 hundreds of kernels from Python were the bottleneck, not the GPU: there the crops go up in
 one copy and are resized on the device with PIL's bilinear arithmetic (`resize_like_pil`;
-within one grey level of PIL), and each member's forward pass for each batch shape is
+about 1% of pixels a grey level off), and each member's forward pass for each batch shape is
 captured once as a CUDA graph and replayed (`cuda_graphs`).
 """
 
@@ -95,43 +95,52 @@ def resize_like_pil(packed: torch.Tensor, sizes: torch.Tensor, out_size: tuple[i
     """Bilinear resize of a batch of crops to `out_size` (h, w), as PIL enlarges them.
 
     `packed` is (N, 3, H, W) float with crop i in its top-left `sizes[i]` (h, w) pixels;
-    returns (N, 3, out_h, out_w), rounded to whole grey levels as PIL's uint8 output is.
-    PIL samples output pixel j at (j + 0.5) * in / out - 0.5 with pixel centres at
-    integers and, at the edges, only the taps inside the crop: the same as bilinear
-    interpolation at that point clamped into the crop. Only for enlarging (or keeping) a
-    crop; PIL widens its filter to shrink one, which this does not do.
+    returns (N, 3, out_h, out_w) in whole grey levels. PIL resizes rows first, then columns,
+    rounding to uint8 (halves up) after each pass; it samples output pixel j at
+    (j + 0.5) * in / out - 0.5 with pixel centres at integers and, at the edges, only the
+    taps inside the crop: bilinear interpolation at that point clamped into the crop. The
+    same here, in float: PIL's fixed-point weights still leave a pixel in a few hundred one
+    grey level off. Only for enlarging (or keeping) a crop; PIL widens its filter to
+    shrink one, which this does not do.
     """
     out_h, out_w = out_size
-    _, _, height, width = packed.shape
+    n, _, height, width = packed.shape
     device = packed.device
 
-    def coords(n_out: int, n_in: torch.Tensor, n_packed: int) -> torch.Tensor:
+    def resized(n_out: int, n_in: torch.Tensor, n_packed: int) -> torch.Tensor:
         j = torch.arange(n_out, device=device, dtype=torch.float32)
         src = (j + 0.5) * (n_in[:, None] / n_out) - 0.5
         src = torch.minimum(src.clamp(min=0.0), n_in[:, None] - 1.0)
         return (2.0 * src + 1.0) / n_packed - 1.0  # grid_sample's align_corners=False scale
 
-    gy = coords(out_h, sizes[:, 0], height)
-    gx = coords(out_w, sizes[:, 1], width)
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
-    out = functional.grid_sample(packed, grid, mode="bilinear", padding_mode="zeros",
-                                 align_corners=False)
-    return out.round_()
+    def kept(n_px: int) -> torch.Tensor:  # every pixel centre where it is
+        j = torch.arange(n_px, device=device, dtype=torch.float32)
+        return ((2.0 * j + 1.0) / n_px - 1.0).expand(n, n_px)
+
+    def sample(image: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
+        out = functional.grid_sample(image, grid, mode="bilinear", padding_mode="zeros",
+                                     align_corners=False)
+        return out.add_(0.5).floor_()
+
+    rows_done = sample(packed, resized(out_w, sizes[:, 1], width), kept(height))
+    return sample(rows_done, kept(out_w), resized(out_h, sizes[:, 0], height))
 
 
 class _Graphed:
     """One member's forward pass for one batch shape, captured as a CUDA graph.
 
     Replaying it launches all of the pass's kernels at once (DenseNet161 has hundreds).
-    `input` and `output` are the graph's own tensors: copy a batch in, replay, read out
-    before the next replay. Graphs of one ensemble share the first one's memory pool
-    (`share_with`): each holds its output, and replays never overlap (one stream), so their
-    scratch memory can be the same.
+    `static_input` (rows of a buffer the ensemble shares between its graphs, so memory does
+    not grow with every member and batch shape) and `output` are what the graph reads and
+    writes: copy a batch in, replay, read out before the next replay. Graphs of one ensemble
+    share the first one's memory pool (`share_with`): each holds its output, and replays
+    never overlap (one stream), so their scratch memory can be the same.
     """
 
-    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor,
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], static_input: torch.Tensor,
                  share_with: _Graphed | None) -> None:
-        self.input = example.clone()
+        self.input = static_input
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -140,8 +149,13 @@ class _Graphed:
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         pool = share_with.graph.pool() if share_with is not None else None
-        with torch.cuda.graph(self.graph, pool=pool):
-            self.output = run(self.input)
+        stream = torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(self.graph, pool=pool):
+                self.output = run(self.input)
+        finally:
+            # A failed capture raises from the context's exit before it restores the stream.
+            torch.cuda.set_stream(stream)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.input.copy_(x)
@@ -203,6 +217,7 @@ class Ensemble:
         self.device = resolve_device(device)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs: dict[tuple[int, tuple[int, ...]], _Graphed] = {}
+        self._graph_inputs: dict[tuple[int, ...], torch.Tensor] = {}  # by one row's shape
         self._members: list[_Member] = []
         keys: dict[tuple[object, ...], list[int]] = {}
         for index, (member_name, bundle) in enumerate(members):
@@ -351,16 +366,33 @@ class Ensemble:
     def _graphed(self, index: int, run: Callable[[torch.Tensor], torch.Tensor],
                  x: torch.Tensor) -> torch.Tensor | None:
         """The member's graph for this batch shape (captured on first use) run on x; None
-        when capturing fails, after which this ensemble runs eagerly (logged once)."""
+        when capturing fails, after which this ensemble runs eagerly (logged once; its
+        graphs are dropped, and a new load of the model tries again)."""
         key = (index, tuple(x.shape))
         graph = self._graphs.get(key)
         if graph is None:
             try:
-                graph = _Graphed(run, x, next(iter(self._graphs.values()), None))
+                graph = _Graphed(run, self._graph_input(x),
+                                 next(iter(self._graphs.values()), None))
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-                log.warning("CUDA graphs off for ensemble %s (%s); running without them",
-                            self.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                cause = exc.__context__ if exc.__context__ is not None else exc
+                log.warning("CUDA graphs off for ensemble %s, running without them: %s",
+                            self.name, (str(cause).splitlines() or [type(cause).__name__])[0])
                 self.cuda_graphs = False
+                self._graphs.clear()
+                self._graph_inputs.clear()
                 return None
             self._graphs[key] = graph
         return graph(x)
+
+    def _graph_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The first len(x) rows of the buffer graphs of x's row shape read from; the buffer
+        is replaced by a larger one when x has more rows (earlier graphs keep the old one)."""
+        row = tuple(x.shape[1:])
+        buffer = self._graph_inputs.get(row)
+        if buffer is None or buffer.shape[0] < x.shape[0]:
+            rows = max(x.shape[0], self.padded_rows(self.batch_size))
+            buffer = torch.empty((rows, *row), device=x.device, dtype=x.dtype,
+                                 memory_format=torch.channels_last).zero_()
+            self._graph_inputs[row] = buffer
+        return buffer[: x.shape[0]]
