@@ -32,8 +32,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from chromowatch.classify.bundle import Bundle
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -44,19 +48,25 @@ ENSEMBLES = {
 }
 
 
-def install_ensemble(models: Path, which: str) -> str:
+def random_bundles(which: str) -> list[tuple[str, Bundle]]:
+    """(arch, bundle) of the ensemble `which` with random weights, the same every call."""
     import torch
 
     from chromowatch.classify.architectures import build_model
     from chromowatch.classify.bundle import Bundle
-    from chromowatch.classify.library import ModelLibrary
 
     torch.manual_seed(0)
+    return [(arch, Bundle(arch=arch, state_dict=build_model(arch).state_dict(),
+                          class_names=("A", "B", "C"), input_size=(size, size)))
+            for arch, size in ENSEMBLES[which]]
+
+
+def install_ensemble(models: Path, which: str) -> str:
+    from chromowatch.classify.library import ModelLibrary
+
     library = ModelLibrary(models)
     names = []
-    for arch, size in ENSEMBLES[which]:
-        bundle = Bundle(arch=arch, state_dict=build_model(arch).state_dict(),
-                        class_names=("A", "B", "C"), input_size=(size, size))
+    for arch, bundle in random_bundles(which):
         library.save_bundle(bundle, f"bench-{arch}")
         names.append(f"bench-{arch}")
     library.save_ensemble(f"bench-{which}", names)
@@ -161,15 +171,8 @@ def raw_classify(models: Path, name: str, blobs: list[bytes], args: argparse.Nam
                  tmp: Path) -> tuple[float, int]:
     """The same ensemble's crops/s on the crops of the same spreads, already in memory."""
     from chromowatch.classify.library import ModelLibrary
-    from chromowatch.pipeline import prepare_image
-    from chromowatch.settings import Settings
 
-    settings = Settings(paths={"data_dir": str(tmp / "raw")})
-    crops: list[np.ndarray] = []
-    for i, blob in enumerate(blobs[: args.raw_spreads]):
-        f = tmp / f"raw{i}.png"
-        f.write_bytes(blob)
-        crops.extend(c.enhanced for c in prepare_image(f, settings).crops)
+    crops = enhanced_crops(blobs[: args.raw_spreads], tmp / "raw")
     ensemble = ModelLibrary(models).load_ensemble(name, device=args.device,
                                                   batch_size=args.batch_size)
     ensemble.predict(crops[: args.batch_size])  # warm-up
@@ -179,6 +182,22 @@ def raw_classify(models: Path, name: str, blobs: list[bytes], args: argparse.Nam
         ensemble.predict(crops)
         best = max(best, len(crops) / (time.perf_counter() - t0))
     return best, len(crops)
+
+
+def enhanced_crops(blobs: list[bytes], folder: Path) -> list[np.ndarray]:
+    """The enhanced crops of these spreads, as the daemon's workers make them (files and
+    data under `folder`)."""
+    from chromowatch.pipeline import prepare_image
+    from chromowatch.settings import Settings
+
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = Settings(paths={"data_dir": str(folder / "data")})
+    crops: list[np.ndarray] = []
+    for i, blob in enumerate(blobs):
+        path = folder / f"spread{i}.png"
+        path.write_bytes(blob)
+        crops.extend(c.enhanced for c in prepare_image(path, settings).crops)
+    return crops
 
 
 def cmd_throughput(args: argparse.Namespace, tmp: Path) -> dict[str, object]:

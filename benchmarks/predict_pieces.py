@@ -35,9 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-ARCHS = ("densenet161", "mobilenet_v2", "squeezenet1_1")
-
-
 def load_other(path: Path) -> ModuleType:
     """Another ensemble.py, importable beside the current one (same package)."""
     spec = importlib.util.spec_from_file_location("chromowatch.classify._other", path)
@@ -58,13 +55,9 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
-    from daemon import spreads
+    from daemon import enhanced_crops, random_bundles, spreads
 
     from chromowatch.classify import ensemble as current
-    from chromowatch.classify.architectures import build_model
-    from chromowatch.classify.bundle import Bundle
-    from chromowatch.pipeline import prepare_image
-    from chromowatch.settings import Settings
 
     cuda = args.device.startswith("cuda")
 
@@ -82,17 +75,9 @@ def main() -> int:
             fastest = min(fastest, time.perf_counter() - t0)
         return fastest
 
-    torch.manual_seed(0)
-    members = [(arch, Bundle(arch=arch, state_dict=build_model(arch).state_dict(),
-                             class_names=("A", "B", "C"), input_size=(224, 224)))
-               for arch in ARCHS]
-    crops: list[np.ndarray] = []
+    members = random_bundles("paper")
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(paths={"data_dir": str(Path(tmp) / "data")})
-        for i, blob in enumerate(spreads(args.spreads)):
-            path = Path(tmp) / f"s{i}.png"
-            path.write_bytes(blob)
-            crops.extend(c.enhanced for c in prepare_image(path, settings).crops)
+        crops = enhanced_crops(spreads(args.spreads), Path(tmp))
     device_name = torch.cuda.get_device_name(0) if cuda else platform.processor()
     print(f"{len(crops)} crops of {args.spreads} synthetic spreads; {device_name}; torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")

@@ -31,6 +31,7 @@ core) is stated.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -187,15 +188,20 @@ def mark_touching(truth: list[Truth], label_path: Path) -> list[Truth]:
     meta = label_path.parent.parent / "truth.json"
     if not meta.exists():
         return truth
-    image = f"images/{label_path.stem}"
-    for record in json.loads(meta.read_text())["spreads"]:
-        if Path(record["image"]).with_suffix("").as_posix() == image:
-            objects = record["objects"]
-            if len(objects) != len(truth):
-                raise SystemExit(f"{meta}: {len(objects)} objects for {len(truth)} labels")
-            pairs = zip(truth, objects, strict=True)
-            return [replace(t, touching=bool(o["touching"])) for t, o in pairs]
-    return truth
+    objects = _truth_objects(meta).get(f"images/{label_path.stem}")
+    if objects is None:
+        return truth
+    if len(objects) != len(truth):
+        raise SystemExit(f"{meta}: {len(objects)} objects for {len(truth)} labels")
+    pairs = zip(truth, objects, strict=True)
+    return [replace(t, touching=bool(o["touching"])) for t, o in pairs]
+
+
+@functools.cache
+def _truth_objects(meta: Path) -> dict[str, list[dict[str, object]]]:
+    """A truth.json's objects by image path without suffix (read once per sample)."""
+    records = json.loads(meta.read_text())["spreads"]
+    return {Path(r["image"]).with_suffix("").as_posix(): r["objects"] for r in records}
 
 
 def match(pred: Sequence[BBox], truth: Sequence[Truth]) -> list[tuple[int, int]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -815,24 +815,14 @@ def _fine_split(
 ) -> np.ndarray | None:
     """Pieces 1..k (k >= 3) of one object from the rising-threshold level below
     `split_max_level` that leaves the most seeds of `min_piece` pixels, or None."""
-    import cv2
-
-    step = 0.05 * scale.peak
-    level = scale.threshold + step
-    best: tuple[int, np.ndarray, list[int]] | None = None
-    while level < settings.split_max_level * scale.peak:
-        seeds = ((values > level) & own).astype(np.uint8)
-        n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(seeds, connectivity=8)
-        big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_piece]
-        if not big:
-            break
-        if len(big) >= 3 and (best is None or len(big) > best[0]):
-            best = (len(big), seed_labels, big)
-        level += step
+    best: tuple[np.ndarray, list[int]] | None = None
+    for seed_labels, big in _rising_seeds(own, values, scale, min_piece,
+                                          settings.split_max_level):
+        if len(big) >= 3 and (best is None or len(big) > len(best[1])):
+            best = (seed_labels, big)
     if best is None:
         return None
-    _, seed_labels, big = best
-    return _seeded_watershed(own, values, seed_labels, big)
+    return _seeded_watershed(own, values, *best)
 
 
 def _touching_sisters(
@@ -954,6 +944,18 @@ def _watershed_split(
         min_piece = 0.3 * typical
     if max_level is None:
         max_level = settings.split_max_level
+    for seed_labels, big in _rising_seeds(own, values, scale, min_piece, max_level):
+        if len(big) >= 2:
+            return _seeded_watershed(own, values, seed_labels, big)
+    return None
+
+
+def _rising_seeds(
+    own: np.ndarray, values: np.ndarray, scale: Scale, min_piece: float, max_level: float
+) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """At each threshold from just above the spread's own up to `max_level` of the typical
+    peak (steps of 5%), the object's parts above it: their label map and the labels of
+    those of at least `min_piece` pixels. Stops where none is left."""
     import cv2
 
     step = 0.05 * scale.peak
@@ -962,12 +964,10 @@ def _watershed_split(
         seeds = ((values > level) & own).astype(np.uint8)
         n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(seeds, connectivity=8)
         big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_piece]
-        if len(big) >= 2:
-            return _seeded_watershed(own, values, seed_labels, big)
         if not big:
-            return None
+            return
+        yield seed_labels, big
         level += step
-    return None
 
 
 def _seeded_watershed(own: np.ndarray, values: np.ndarray, seed_labels: np.ndarray,

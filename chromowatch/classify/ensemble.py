@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from chromowatch.errors import ModelError
 from chromowatch.records import CLASS_NAMES, Prediction
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PARALLEL_RESIZE_MIN = 16  # crops per resizing thread, at least
 PAD_MULTIPLE = 16  # CUDA batches are padded to a multiple of this (see Ensemble.padded_rows)
@@ -181,6 +183,14 @@ def _as_rgb(image: np.ndarray, index: int) -> np.ndarray:
     return image
 
 
+def _each(pool: Executor | None, work: Callable[[int], T], count: int) -> list[T]:
+    """work(0..count-1), in the pool's threads when there is one (its map re-raises a
+    thread's exception here)."""
+    if pool is None:
+        return [work(i) for i in range(count)]
+    return list(pool.map(work, range(count)))
+
+
 def _pil_resize(crop: np.ndarray, height: int, width: int) -> np.ndarray:
     bilinear = Image.Resampling.BILINEAR
     return np.asarray(Image.fromarray(crop).resize((width, height), bilinear))
@@ -305,12 +315,7 @@ class Ensemble:
         def resize(i: int) -> None:
             resized[i] = _pil_resize(chunk[i], height, width)
 
-        if pool is None:
-            for i in range(len(chunk)):
-                resize(i)
-        else:
-            for _ in pool.map(resize, range(len(chunk))):
-                pass  # map re-raises a worker's exception here
+        _each(pool, resize, len(chunk))
         # NHWC memory viewed as NCHW is channels_last already: no copy.
         batch = torch.from_numpy(resized).permute(0, 3, 1, 2)
         x = batch.float().div_(255.0)
@@ -327,8 +332,7 @@ class Ensemble:
         def fitted(i: int) -> np.ndarray:
             return chunk[i] if fits[i] else _pil_resize(chunk[i], height, width)
 
-        ready = (list(pool.map(fitted, range(len(chunk)))) if pool is not None and not all(fits)
-                 else [fitted(i) for i in range(len(chunk))])
+        ready = _each(None if all(fits) else pool, fitted, len(chunk))
         rows = self.padded_rows(len(chunk))
         packed_h = max(c.shape[0] for c in ready)
         packed_w = max(c.shape[1] for c in ready)
