@@ -637,6 +637,8 @@ def _split_touching(
         for split in splits:
             local = split(own, values, scale, typical, settings)
             pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
+            if len(pieces) < 2:
+                pieces = []  # the watershed left one piece: nothing was split
             notched = split in (_concavity_split, _neck_split, _long_cut_split)
             if len(pieces) == 2 and _touching_sisters(pieces, notched, thin, settings, large):
                 pieces = []  # one class C pair whose sisters touch: keep it whole
@@ -650,9 +652,8 @@ def _split_touching(
             out.append(unit)
             continue
         assert local is not None
-        _install_pieces(window, own, local, pieces, unit, next_label)
+        next_label = _install_pieces(window, own, local, pieces, unit, next_label)
         queue.extend(pieces)
-        next_label += len(pieces)
     touching = {k for k, u in enumerate(out) if u.label in touching_labels}
     return out, touching
 
@@ -664,10 +665,11 @@ def _install_pieces(
     pieces: list[Unit],
     unit: Unit,
     next_label: int,
-) -> None:
+) -> int:
     """Put the pieces 1..k (`local`) of `unit` in its place: in the label map (`window`, the
     unit's box of it, where `own` was the unit) as labels next_label.., and each piece's
-    label, box and centroid from the box's coordinates into the image's."""
+    label, box and centroid from the box's coordinates into the image's. Returns the next
+    free label: past local's largest, since a splitter may leave a number unused."""
     inside = local > 0
     window[own] = 0
     window[inside] = local[inside] + (next_label - 1)
@@ -677,6 +679,7 @@ def _install_pieces(
         piece.y += unit.y
         piece.cx += unit.x
         piece.cy += unit.y
+    return next_label + int(local.max())
 
 
 def _regroup_clumps(
@@ -744,10 +747,9 @@ def _regroup_clumps(
         ):
             out.append(g)
             continue
-        _install_pieces(window, own, local, pieces, unit, next_label)
+        next_label = _install_pieces(window, own, local, pieces, unit, next_label)
         base = len(units)
         units.extend(pieces)
-        next_label += len(pieces)
         out.extend([[base + i, base + j] for i, j in pairs])
         out.extend([[base + i] for i in rest])
     return out
