@@ -47,6 +47,16 @@ ROD_WIDTH = 1.1
 #: Pieces of a long cut through an object flagged as touching (`split_touching_cut`) are
 #: at least this many typical objects: whole chromosomes, not an arm cut off a cross.
 LONG_CUT_PIECE = 0.8
+#: Two rods pressed end to end at an angle (an L or V) leave one deep notch inside the bend and
+#: a shallow one where their rounded ends meet outside it (`_kink_split`): at least this many
+#: strokes deep, at most KINK_CHORD strokes apart (across one rod, not along it); each piece
+#: at least KINK_PIECE typical objects, KINK_ELONG times as long as wide, a single rod with a
+#: flat profile (a whole chromosome, not a chromatid), their axes KINK_ANGLE degrees apart.
+KINK_SHALLOW = 0.15
+KINK_CHORD = 1.6
+KINK_PIECE = 0.3
+KINK_ELONG = 2.5
+KINK_ANGLE = 40.0
 #: An object paired with nothing and over this many typical objects may be a clump of a
 #: chromosome and a sister pair (`_regroup_clumps`) ...
 CLUMP_AREA = 1.2
@@ -644,12 +654,13 @@ def _split_touching(
         )
         if unit.area > settings.touching_area * typical:
             splits += (_long_cut_split,)
+        splits += (_kink_split,)
         for split in splits:
             local = split(own, values, scale, typical, settings)
             pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
             if len(pieces) < 2:
                 pieces = []  # the watershed left one piece: nothing was split
-            notched = split in (_concavity_split, _neck_split, _long_cut_split)
+            notched = split in (_concavity_split, _neck_split, _long_cut_split, _kink_split)
             if len(pieces) == 2 and _touching_sisters(pieces, notched, thin, settings, large):
                 pieces = []  # one class C pair whose sisters touch: keep it whole
             if split is _dark_seam_split and not _meet_at_angle(pieces, thin, settings):
@@ -886,8 +897,7 @@ def _meet_at_angle(pieces: list[Unit], thin: float, settings: SegmentSettings) -
     a, b = pieces
     if _sister_score(a, b, None, thin, settings, any_profile=True) is not None:
         return False
-    diff = abs(a.angle - b.angle)
-    return math.degrees(min(diff, math.pi - diff)) >= settings.split_seam_angle
+    return _axis_angle(a.angle, b.angle) >= settings.split_seam_angle
 
 
 def _neck_split(
@@ -923,6 +933,58 @@ def _neck_split(
         if seam.any() and 2.0 * float(dist[seam].max()) <= widest and min(sizes) >= min_piece:
             return local
     return _concavity_split(own, values, scale, typical, settings, neck=widest)
+
+
+def _kink_split(
+    own: np.ndarray,
+    values: np.ndarray,
+    scale: Scale,
+    typical: float,
+    settings: SegmentSettings,
+) -> np.ndarray | None:
+    """Two rods pressed end to end at an angle, cut across from the deep notch inside the
+    bend to the shallow one where their rounded ends meet (or between two deep notches,
+    a rod's end pressed against another's side), or None.
+
+    Pressed together the two leave no fainter seam, and a notch as shallow as their ends
+    make is everywhere on a B chromosome's outline; what tells them apart is what the cut
+    leaves (the `KINK_*` limits): two long single rods, each with a whole chromosome's flat
+    profile (a class C pair splayed from one end leaves two peaked chromatids), meeting
+    at a clear angle (a bent chromosome's halves lie nearly in line).
+    """
+    found = _notches(own, KINK_SHALLOW * scale.stroke)
+    if found is None:
+        return None
+    _, notches = found
+    deep = settings.split_notch_depth * scale.stroke
+    best: tuple[float, np.ndarray] | None = None
+    for i, (p, dp, _) in enumerate(notches):
+        for q, dq, _ in notches[i + 1 :]:
+            length = float(np.hypot(*(p - q)))
+            if max(dp, dq) < deep or length > KINK_CHORD * scale.stroke:
+                continue
+            if best is not None and length / (dp + dq) >= best[0]:
+                continue
+            cut = _chord_cut(own, p, q, KINK_PIECE * typical)
+            if cut is None or len(cut[1]) != 2:
+                continue
+            markers = _markers(*cut)
+            a, b = _units(markers, 3, values)
+            if (
+                min(a.elongation, b.elongation) >= KINK_ELONG
+                and min(a.flatness, b.flatness) > settings.chromatid_flatness
+                and _axis_angle(a.angle, b.angle) >= KINK_ANGLE
+                and _rod_like(markers == 1)
+                and _rod_like(markers == 2)
+            ):
+                best = (length / (dp + dq), markers)
+    return None if best is None else best[1]
+
+
+def _axis_angle(a: float, b: float) -> float:
+    """Degrees (0-90) between two axis orientations (radians modulo pi)."""
+    diff = abs(a - b) % math.pi
+    return math.degrees(min(diff, math.pi - diff))
 
 
 def _long_cut_split(
@@ -1029,10 +1091,51 @@ def _concavity_split(
     and the pieces are what the cut line leaves (no watershed: in a contact as dark as the
     chromosomes it would hand one piece the other's end).
     """
-    import cv2
-
     share = NECK_PIECE if neck else LONG_CUT_PIECE if long_cut else 0.6
     min_piece = share * typical
+    min_depth = settings.split_notch_depth * scale.stroke
+    found = _notches(own, SHALLOW_NOTCH * min_depth)
+    if found is None:
+        return None
+    perimeter, notches = found
+    max_cut = neck or max(long_cut, settings.split_max_cut) * scale.stroke
+    cuts = []
+    for i, (p, dp, fp) in enumerate(notches):
+        for q, dq, fq in notches[i + 1 :]:
+            length = float(np.hypot(*(p - q)))
+            if length > max_cut or min(abs(fp - fq), perimeter - abs(fp - fq)) < length:
+                continue
+            if dp + dq < 2 * min_depth:
+                continue
+            cuts.append((length / (dp + dq), i, p, q, min(dp, dq) < min_depth))
+    cuts.sort(key=lambda c: (c[0], tuple(c[2]), tuple(c[3])))
+    for _, _, p, q, shallow in cuts[:4]:
+        cut = _chord_cut(own, p, q, min_piece)
+        if cut is None:
+            continue  # the chord leaves the object: no neck
+        seed_labels, big = cut
+        if len(big) < 2:
+            continue
+        areas = sorted(int(np.count_nonzero(seed_labels == k)) for k in big)
+        if not neck and areas[0] < 0.5 * areas[-1]:
+            continue
+        if long_cut:  # a long cut's own line parts the pieces best
+            markers = _markers(seed_labels, big)
+        else:
+            markers = _seeded_watershed(own, values, seed_labels, big)
+        if shallow and not all(_rod_like(markers == k) for k in range(1, len(big) + 1)):
+            continue
+        return markers
+    return None
+
+
+def _notches(
+    own: np.ndarray, min_depth: float
+) -> tuple[int, list[tuple[np.ndarray, float, int]]] | None:
+    """The outline's length and its concavities at least `min_depth` px deep: (point (x, y)
+    in the object's box, depth px, index along the outline); None without two of them."""
+    import cv2
+
     padded = cv2.copyMakeBorder(own.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
@@ -1047,51 +1150,30 @@ def _concavity_split(
         return None
     if defects is None:
         return None
-    min_depth = settings.split_notch_depth * scale.stroke
     notches = [
-        (contour[f][0] - 1, d / 256.0, f)
+        (contour[f][0] - 1, d / 256.0, int(f))
         for _, _, f, d in defects.reshape(-1, 4)
-        if d / 256.0 >= SHALLOW_NOTCH * min_depth
+        if d / 256.0 >= min_depth
     ]
-    if len(notches) < 2:
+    return (len(contour), notches) if len(notches) >= 2 else None
+
+
+def _chord_cut(
+    own: np.ndarray, p: np.ndarray, q: np.ndarray, min_piece: float
+) -> tuple[np.ndarray, list[int]] | None:
+    """The object cut along the chord p-q: the parts' label map and the labels of those of at
+    least `min_piece` pixels; None when the chord leaves the object (no neck there)."""
+    import cv2
+
+    steps = max(2, int(math.hypot(*(p - q))) + 1)
+    xs = np.linspace(p[0], q[0], steps).round().astype(int)
+    ys = np.linspace(p[1], q[1], steps).round().astype(int)
+    if own[ys, xs].mean() < 0.8:
         return None
-    max_cut = neck or max(long_cut, settings.split_max_cut) * scale.stroke
-    cuts = []
-    for i, (p, dp, fp) in enumerate(notches):
-        for q, dq, fq in notches[i + 1 :]:
-            length = float(np.hypot(*(p - q)))
-            if length > max_cut or min(abs(fp - fq), len(contour) - abs(fp - fq)) < length:
-                continue
-            if dp + dq < 2 * min_depth:
-                continue
-            shallow = min(dp, dq) < min_depth
-            cuts.append(
-                (length / (dp + dq), tuple(int(v) for v in p), tuple(int(v) for v in q), shallow)
-            )
-    cuts.sort()
-    for _, p, q, shallow in cuts[:4]:
-        steps = max(2, int(math.hypot(p[0] - q[0], p[1] - q[1])) + 1)
-        xs = np.linspace(p[0], q[0], steps).round().astype(int)
-        ys = np.linspace(p[1], q[1], steps).round().astype(int)
-        if own[ys, xs].mean() < 0.8:
-            continue  # the chord leaves the object: no neck
-        cut = own.astype(np.uint8)
-        cv2.line(cut, p, q, 0, 2)
-        n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(cut, connectivity=4)
-        big = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_piece]
-        if len(big) < 2:
-            continue
-        areas = sorted(int(stats[k, cv2.CC_STAT_AREA]) for k in big)
-        if not neck and areas[0] < 0.5 * areas[-1]:
-            continue
-        if long_cut:  # a long cut's own line parts the pieces best
-            markers = _markers(seed_labels, big)
-        else:
-            markers = _seeded_watershed(own, values, seed_labels, big)
-        if shallow and not all(_rod_like(markers == k) for k in range(1, len(big) + 1)):
-            continue
-        return markers
-    return None
+    cut = own.astype(np.uint8)
+    cv2.line(cut, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), 0, 2)
+    n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(cut, connectivity=4)
+    return seed_labels, [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_piece]
 
 
 def _rod_like(piece: np.ndarray) -> bool:
