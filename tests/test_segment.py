@@ -232,14 +232,18 @@ def test_luma_keeps_the_gap_a_jpeg_blurs_in_the_stain_channel() -> None:
         assert gap_depth(jpeg, luma=False) >= gap_depth(jpeg, luma=True) + 0.03
 
 
-def test_a_jpeg_spread_is_segmented_from_luma() -> None:
-    """Strongly compressed, the stain's channel is blocky (14 extra pale fragments here,
-    which only the pale-core rule leaves out); luma keeps every object whole and clean."""
+def test_a_jpeg_spread_is_segmented_from_luma(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strongly compressed, the stain's channel is blocky: read from it, the spread breaks
+    into extra fragments (pale ones, which the pale-core rule would hide, so it is off here);
+    luma keeps every object whole and clean."""
+    monkeypatch.setattr(segment_module, "PALE_CORE", 0.0)
     rgb, truth = _spread(seed=8)
     jpeg = _jpeg(rgb, quality=50)
     seg = segment(jpeg, SegmentSettings(), chroma_subsampled=True)
     assert all(_matched(seg, box) for _, box in truth)
     assert len(seg.crops) == len(truth)
+    from_colour = segment(jpeg, SegmentSettings())
+    assert len(from_colour.crops) > len(truth)
 
 
 def test_two_metaphases_are_numbered_left_to_right() -> None:
@@ -586,8 +590,10 @@ def test_two_chromosomes_meeting_at_an_angle_are_parted_at_a_dark_seam(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rod whose end nearly meets another's end at 60 degrees: after the optical blur the
-    contact is darker than `split_max_level` and the outer notch too shallow for a cut, so
-    only the seam up to `split_seam_level` parts them (the pieces meet at an angle)."""
+    contact is darker than `split_max_level` and the outer notch too shallow for the notch
+    cuts, so the seam up to `split_seam_level` parts them (the pieces meet at an angle).
+    The kink cut parts these too, so it is off here."""
+    monkeypatch.setattr(segment_module, "KINK_ANGLE", 181.0)
     rng = np.random.default_rng(seed)
     img = _glass(480, 720, rng)
     _cluster(img, 60, 60, ["A", "C"] * 6, rng)
@@ -598,7 +604,6 @@ def test_two_chromosomes_meeting_at_an_angle_are_parted_at_a_dark_seam(
     spread = _finish(img)
     assert all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
     off = SegmentSettings(split_seam_level=0.0)
-    monkeypatch.setattr(segment_module, "KINK_ANGLE", 181.0)  # the kink cut parts them too
     assert not all(_matched(segment(spread, off), box) for box in boxes)
 
 
@@ -742,6 +747,29 @@ def test_a_lone_chromatid_cut_off_its_pair_rejoins_the_piece_it_continues() -> N
     out = _join_fragments(units, groups, labels, scale)
     assert len(out) == len(groups) - 1
     assert sorted(next(g for g in out if len(g) == 2)) == [0, 1]
+
+
+def test_installed_pieces_take_labels_past_the_largest_piece_number() -> None:
+    """Pieces numbered 1 and 3 (a splitter left number 2 unused) go in as n and n+2, and the
+    next free label is n+3: counting the pieces instead would hand n+2 out twice."""
+    from chromowatch.segment import Unit, _install_pieces
+
+    labels = np.zeros((6, 10), np.int32)
+    labels[1:5, 2:9] = 7
+    window = labels[1:5, 2:9]
+    own = window == 7
+    local = np.zeros_like(window)
+    local[:, :3] = 1
+    local[:, 4:] = 3
+    pieces = [
+        Unit(k, x, 0, 3, 4, 12, x + 1.0, 1.5, 1.57, 4.0, 3.0, 0.5, 1.0)
+        for k, x in ((1, 0), (3, 4))
+    ]
+    unit = Unit(7, 2, 1, 7, 4, 28, 5.0, 2.5, 0.0, 7.0, 4.0, 0.5, 1.0)
+    assert _install_pieces(window, own, local, pieces, unit, next_label=8) == 11
+    assert sorted(np.unique(labels).tolist()) == [0, 8, 10]
+    assert [p.label for p in pieces] == [8, 10]
+    assert [(p.x, p.y) for p in pieces] == [(2, 1), (6, 1)]
 
 
 def test_a_split_that_leaves_one_piece_keeps_the_label_map_consistent() -> None:
