@@ -36,13 +36,7 @@ def _print_json(data: Any) -> None:
 def _load_ensemble(settings: Settings, name: str | None) -> Ensemble:
     from chromowatch.classify.library import ModelLibrary
 
-    library = ModelLibrary(settings.paths.models)
-    return library.load_ensemble(
-        name or settings.classify.model,
-        device=settings.classify.device,
-        batch_size=settings.classify.batch_size,
-        cuda_graphs=settings.classify.cuda_graphs,
-    )
+    return ModelLibrary(settings.paths.models).load_configured(settings.classify, name)
 
 
 def _input_files(paths: Sequence[str], settings: Settings, what: str, give: str) -> list[Path]:

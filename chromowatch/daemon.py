@@ -256,9 +256,7 @@ class Daemon:
                 import torch
 
                 torch.set_num_threads(s.classify.threads)
-            ensemble = ModelLibrary(s.paths.models).load_ensemble(
-                s.classify.model, device=s.classify.device, batch_size=s.classify.batch_size,
-                cuda_graphs=s.classify.cuda_graphs)
+            ensemble = ModelLibrary(s.paths.models).load_configured(s.classify)
             check_model_fits(ensemble)
         except ChromowatchError as exc:
             if initial and self.until_complete:

@@ -393,6 +393,7 @@ def _drop_debris(
     """
     stroke_area = scale.stroke * scale.stroke
     areas = [sum(units[i].area for i in g) for g in groups]
+    darkest = [max(units[i].darkest for i in g) for g in groups]
     plausible = [a for a in areas if a >= 2 * stroke_area]
     typical = float(np.median(plausible)) if plausible else 2 * stroke_area
     min_area = max(settings.min_area_fraction * typical, stroke_area)
@@ -402,17 +403,17 @@ def _drop_debris(
     def at_edge(u: Unit) -> bool:
         return u.x == 0 or u.y == 0 or u.x + u.w >= width or u.y + u.h >= height
 
-    def dark(g: list[int]) -> bool:
-        whole = all(units[i].label < first_piece for i in g)
-        return whole and max(units[i].darkest for i in g) >= DEBRIS_DARK * scale.peak
+    def whole(g: list[int]) -> bool:
+        return all(units[i].label < first_piece for i in g)
 
     return [
         g
-        for g, a in zip(groups, areas, strict=True)
-        if max(units[i].darkest for i in g) >= PALE_CORE * scale.peak
+        for g, a, d in zip(groups, areas, darkest, strict=True)
+        if d >= PALE_CORE * scale.peak
         and (
             a >= (min_cut if any(at_edge(units[i]) for i in g) else min_area)
-            or (a >= DEBRIS_STROKES * stroke_area and dark(g))
+            or (a >= DEBRIS_STROKES * stroke_area and d >= DEBRIS_DARK * scale.peak
+                and whole(g))
         )
     ]
 
@@ -568,15 +569,14 @@ def _sister_score(
     area_ratio = min(a.area, b.area) / max(a.area, b.area)
     if ratio < 0.65 or area_ratio < 0.6:
         return None
-    diff = abs(a.angle - b.angle)
-    diff = min(diff, math.pi - diff)
+    diff = _axis_angle(a.angle, b.angle)
     if tiny:
         # Tiny, hardly longer than wide: their axes (so angle and side-by-side-ness) are
         # not measurable; alike, close and chromatid-like is all there is to go by.
         if _chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings):
             return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + 0.5
         return None
-    if diff > math.radians(settings.pair_max_angle):
+    if diff > settings.pair_max_angle:
         # Sisters splayed from one end meet at a point at any angle (a V, or an X where
         # they cross): two chromatid-like units, alike, whose gap is under MEETING_GAP.
         splayed = (
@@ -588,7 +588,7 @@ def _sister_score(
         )
         if not splayed:
             return None
-        return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + diff / math.pi
+        return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + diff / 180.0
     mean_angle = _mean_angle(a.angle, b.angle)
     ux, uy = math.cos(mean_angle), math.sin(mean_angle)
     pa, pb = a.cx * ux + a.cy * uy, b.cx * ux + b.cy * uy
@@ -600,14 +600,14 @@ def _sister_score(
         return None
     chromatids = _chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings)
     unmistakable = (
-        diff <= math.radians(12.0)
+        diff <= 12.0
         and overlap >= 0.7
         and min(ratio, area_ratio) >= 0.8
         and rel_gap <= 0.8
     )
     if not (chromatids or any_profile or (unmistakable and gap is not None)):
         return None
-    return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + diff / math.pi
+    return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + diff / 180.0
 
 
 def _mean_angle(a: float, b: float) -> float:
@@ -659,7 +659,7 @@ def _split_touching(
             local = split(own, values, scale, typical, settings)
             pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
             if len(pieces) < 2:
-                pieces = []  # the watershed left one piece: nothing was split
+                pieces = []  # the splitter left one piece: nothing was split
             notched = split in (_concavity_split, _neck_split, _long_cut_split, _kink_split)
             if len(pieces) == 2 and _touching_sisters(pieces, notched, thin, settings, large):
                 pieces = []  # one class C pair whose sisters touch: keep it whole
@@ -971,7 +971,7 @@ def _kink_split(
             cut = _chord_cut(own, p, q, KINK_PIECE * typical)
             if cut is None or len(cut[1]) != 2:
                 continue
-            markers = _markers(*cut)
+            markers = _markers(cut[0], cut[1])
             a, b = _units(markers, 3, values)
             if (
                 min(a.elongation, b.elongation) >= KINK_ELONG
@@ -1116,11 +1116,10 @@ def _concavity_split(
         cut = _chord_cut(own, p, q, min_piece)
         if cut is None:
             continue  # the chord leaves the object: no neck
-        seed_labels, big = cut
+        seed_labels, big, areas = cut
         if len(big) < 2:
             continue
-        areas = sorted(int(np.count_nonzero(seed_labels == k)) for k in big)
-        if not neck and areas[0] < 0.5 * areas[-1]:
+        if not neck and min(areas) < 0.5 * max(areas):
             continue
         if long_cut:  # a long cut's own line parts the pieces best
             markers = _markers(seed_labels, big)
@@ -1163,9 +1162,10 @@ def _notches(
 
 def _chord_cut(
     own: np.ndarray, p: np.ndarray, q: np.ndarray, min_piece: float
-) -> tuple[np.ndarray, list[int]] | None:
-    """The object cut along the chord p-q: the parts' label map and the labels of those of at
-    least `min_piece` pixels; None when the chord leaves the object (no neck there)."""
+) -> tuple[np.ndarray, list[int], list[int]] | None:
+    """The object cut along the chord p-q: the parts' label map, the labels of those of at
+    least `min_piece` pixels and their areas; None when the chord leaves the object (no neck
+    there)."""
     import cv2
 
     steps = max(2, int(math.hypot(*(p - q))) + 1)
@@ -1176,7 +1176,8 @@ def _chord_cut(
     cut = own.astype(np.uint8)
     cv2.line(cut, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), 0, 2)
     n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(cut, connectivity=4)
-    return seed_labels, [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_piece]
+    big = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= min_piece]
+    return seed_labels, big, [int(stats[k, cv2.CC_STAT_AREA]) for k in big]
 
 
 def _rod_like(piece: np.ndarray) -> bool:

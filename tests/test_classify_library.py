@@ -66,6 +66,18 @@ def test_current_pointer_and_previous(library: ModelLibrary) -> None:
     assert library.ensemble_info("current").name == "two"
 
 
+def test_configured_loading_follows_the_classify_settings(library: ModelLibrary) -> None:
+    from chromowatch.settings import ClassifySettings
+
+    library.save_ensemble("one", ["m1"])
+    library.save_ensemble("two", ["m2"])
+    library.set_current("one")
+    classify = ClassifySettings(device="cpu", batch_size=5, cuda_graphs=False)
+    ensemble = library.load_configured(classify)
+    assert (ensemble.name, ensemble.batch_size, ensemble.device.type) == ("one", 5, "cpu")
+    assert library.load_configured(classify, "two").name == "two"
+
+
 def test_loaded_ensemble_predicts_with_member_names(library: ModelLibrary) -> None:
     library.save_ensemble("pair", ["m1", "m2"])
     ensemble = library.load_ensemble("pair", device="cpu")

@@ -102,6 +102,14 @@ def _spread(
     return _finish(img), truth
 
 
+def _twelve_rods(seed: int) -> np.ndarray:
+    """Glass with twelve class A rods on the grid, not yet blurred."""
+    rng = np.random.default_rng(seed)
+    img = _glass(480, 720, rng)
+    _cluster(img, 60, 60, ["A"] * 12, rng)
+    return img
+
+
 def _matched(seg: Segmentation, box: BBox) -> bool:
     return any(c.bbox.iou(box) >= 0.5 for c in seg.crops)
 
@@ -424,9 +432,7 @@ def test_rod_like_tells_one_rod_from_a_v_or_a_blob() -> None:
 def _necked_pair(seed: int) -> tuple[np.ndarray, list[BBox]]:
     """Two short chromosomes (each smaller than a typical object) end to end, joined by a
     thin bridge: together no larger than one long chromosome."""
-    rng = np.random.default_rng(seed)
-    img = _glass(480, 720, rng)
-    _cluster(img, 60, 60, ["A"] * 12, rng)
+    img = _twelve_rods(seed)
     left = _draw(img, "A", 470, 300, 0.3, 20, 5.0)
     right = _draw(img, "A", 506, 306, -0.6, 20, 5.0)
     cv2.line(img, (480, 303), (497, 312), INK, 2, cv2.LINE_AA)
@@ -445,9 +451,7 @@ def test_two_small_chromosomes_joined_by_a_neck_are_cut_apart(seed: int) -> None
 def test_sisters_joined_at_the_centromere_are_not_cut_at_the_neck() -> None:
     """Class B: two parallel chromatids meeting in a short bridge (an H) stay one object."""
     for seed in range(3):
-        rng = np.random.default_rng(seed)
-        img = _glass(480, 720, rng)
-        _cluster(img, 60, 60, ["A"] * 12, rng)
+        img = _twelve_rods(seed)
         mark = np.zeros(img.shape[:2], np.uint8)
         for layer in (img, mark):
             _rod(layer, 500, 293, 0.1, 24, 9)
@@ -462,9 +466,7 @@ def test_sisters_joined_at_the_centromere_are_not_cut_at_the_neck() -> None:
 def test_a_chromosome_cut_by_the_edge_is_kept_though_small() -> None:
     """Only a chromosome's end shows at the image's edge: smaller than anything kept inside
     the spread, where a speck of the same size is debris."""
-    rng = np.random.default_rng(3)
-    img = _glass(480, 720, rng)
-    _cluster(img, 60, 60, ["A"] * 12, rng)
+    img = _twelve_rods(3)
     end = _rods(img, (200, 494, math.pi / 2, 40, 10))
     speck = np.zeros(img.shape[:2], np.uint8)
     cv2.rectangle(speck, (300, 380), (309, 390), 1, -1)
@@ -474,6 +476,14 @@ def test_a_chromosome_cut_by_the_edge_is_kept_though_small() -> None:
     assert not any(c.bbox.x > 280 and c.bbox.y > 360 for c in seg.crops)
 
 
+def _ink(strength: float) -> tuple[int, int, int]:
+    """INK made paler (strength < 1) or darker (> 1) against the glass."""
+    r, g, b = (
+        int(np.clip(c - (c - i) * strength, 0, 255)) for c, i in zip(GLASS, INK, strict=True)
+    )
+    return r, g, b
+
+
 @pytest.mark.parametrize(("ink", "kept"), [(1.1, True), (0.8, False)])
 def test_a_small_object_under_a_stroke_square_is_kept_only_when_dark(
     ink: float, kept: bool
@@ -481,10 +491,8 @@ def test_a_small_object_under_a_stroke_square_is_kept_only_when_dark(
     """A blurred or zoomed-out image makes the smallest chromosomes a little smaller than a
     stroke's square: such an object stays when it is as dark as chromosome cores, and is
     dropped as debris when paler (both ~0.85-0.9 of a stroke's square here)."""
-    rng = np.random.default_rng(0)
-    img = _glass(480, 720, rng)
-    _cluster(img, 60, 60, ["A"] * 12, rng)
-    colour = tuple(int(np.clip(g - (g - i) * ink, 0, 255)) for g, i in zip(GLASS, INK, strict=True))
+    img = _twelve_rods(0)
+    colour = _ink(ink)
     axes = (7, 5) if kept else (7, 6)
     mark = np.zeros(img.shape[:2], np.uint8)
     cv2.ellipse(mark, (500, 300), axes, 30, 0, 360, 1, -1)
@@ -500,10 +508,8 @@ def test_a_chromosome_sized_object_paler_than_the_cores_is_left_out(
 ) -> None:
     """A pale ghost (a nucleus's faint rim, a smear) can have a chromosome's size and shape;
     its core is what gives it away. A rod stained a little paler than the rest stays."""
-    rng = np.random.default_rng(0)
-    img = _glass(480, 720, rng)
-    _cluster(img, 60, 60, ["A"] * 12, rng)
-    colour = tuple(int(np.clip(g - (g - i) * ink, 0, 255)) for g, i in zip(GLASS, INK, strict=True))
+    img = _twelve_rods(0)
+    colour = _ink(ink)
     mark = np.zeros(img.shape[:2], np.uint8)
     for layer, value in ((img, colour), (mark, 1)):
         cv2.line(layer, (480, 300), (520, 320), value, 10, cv2.LINE_AA)
@@ -646,8 +652,7 @@ def _pressed_pair_spread(turn: float, seed: int) -> tuple[np.ndarray, list[BBox]
     for mask, (y0, x0) in ((first_mask, (top, left)), (second_mask, (corner[1], corner[0]))):
         x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
         boxes.append(BBox(int(x0) + x, int(y0) + y, w, h))
-    od = np.array([0.60, 1.05, 0.25], np.float32)
-    rgb = np.array(GLASS, np.float32) * np.exp(-1.1 * dark[..., None] * od)
+    rgb = np.array(GLASS, np.float32) * np.exp(-1.1 * dark[..., None] * synth._CHROMATIN_OD)
     rgb = cv2.GaussianBlur(rgb, (0, 0), 1.0) + rng.normal(0, 1.0, rgb.shape)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), boxes
 

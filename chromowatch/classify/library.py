@@ -29,6 +29,7 @@ from chromowatch.errors import ModelError
 
 if TYPE_CHECKING:
     from chromowatch.classify.ensemble import Ensemble
+    from chromowatch.settings import ClassifySettings
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +319,13 @@ class ModelLibrary:
             members.append((str(member["name"]), bundle))
         return Ensemble(resolved, members, device=device, batch_size=batch_size,
                         cuda_graphs=cuda_graphs)
+
+    def load_configured(self, classify: ClassifySettings, name: str | None = None) -> Ensemble:
+        """The ensemble `name` (default: the configured model) run as `[classify]` says:
+        device, batch size, CUDA graphs. A new run-time setting goes here, not to callers."""
+        return self.load_ensemble(name or classify.model, device=classify.device,
+                                  batch_size=classify.batch_size,
+                                  cuda_graphs=classify.cuda_graphs)
 
 
     # -- promotion, rollback, old versions (chromowatch.training) -----------------------
