@@ -140,7 +140,10 @@ def _sister_paths(
     radius *= 1.0 + 0.06 * np.sin(np.pi * u * rng.uniform(0.5, 2.0) + rng.uniform(0, 6.3))
 
     if cls == "A":
-        offsets = [np.full(n, r * rng.uniform(0.2, 0.42))] * 2
+        # 1.3-1.6 chromatid widths across: measured the same way (area over length, against
+        # separated chromatids), ddx11's class A rods are 1.50 and the ikemoto2023 crops'
+        # 1.95 (8 chromatids); 1.2-1.42 (before) measured 1.32, thinner than both.
+        offsets = [np.full(n, r * rng.uniform(0.3, 0.6))] * 2
     elif cls == "B":
         joined = r * rng.uniform(0.45, 0.75)
         apart = r + rng.uniform(1.0, 2.5)
