@@ -47,6 +47,12 @@ ROD_WIDTH = 1.1
 #: Pieces of a long cut through an object flagged as touching (`split_touching_cut`) are
 #: at least this many typical objects: whole chromosomes, not an arm cut off a cross.
 LONG_CUT_PIECE = 0.8
+#: Notch-cut pieces as unequal as this (smaller / larger area) are taken when no cut leaves two
+#: within half of each other, and only if both have a whole chromosome's flat profile: a
+#: small chromosome pressed against a large one (class B misses over synthetic seeds 0-27
+#: 220 -> 173, A 525 -> 509, false positives +30 of 2179; a class C pair cut off-centre
+#: leaves peaked chromatids, which this refuses).
+UNEQUAL_CUT = 0.3
 #: Two rods pressed end to end at an angle (an L or V) leave one deep notch inside the bend and
 #: a shallow one where their rounded ends meet outside it (`_kink_split`): at least this many
 #: strokes deep, at most KINK_CHORD strokes apart (across one rod, not along it); each piece
@@ -1085,7 +1091,10 @@ def _concavity_split(
     notches along a chord that is short for their depth, at most `split_max_cut` strokes
     long and inside the object, and must leave pieces of a whole chromosome's size (each at
     least 0.6 typical objects, the smaller at least half the larger): cutting an arm off
-    one chromosome (a class B cross, say) leaves an arm, much smaller than the rest.
+    one chromosome (a class B cross, say) leaves an arm, much smaller than the rest. Only
+    where no cut does, the smaller may be down to `UNEQUAL_CUT` of the larger if neither
+    piece has a chromatid's peaked profile (without that test a class C pair on ddx11 was
+    cut off-centre into its two chromatids).
     One of the two notches may be shallow (`SHALLOW_NOTCH`) when the depths add up to two
     deep ones and both pieces are single rods (`_rod_like`): two rods touching in a V or end
     to side, not the arms of one cross.
@@ -1112,23 +1121,49 @@ def _concavity_split(
                 continue
             cuts.append((length / (dp + dq), p, q, min(dp, dq) < min_depth))
     cuts.sort(key=lambda c: (c[0], tuple(c[1]), tuple(c[2]), c[3]))
-    for _, p, q, shallow in cuts[:4]:
-        cut = _chord_cut(own, p, q, min_piece)
-        if cut is None:
-            continue  # the chord leaves the object: no neck
-        seed_labels, big, areas = cut
-        if len(big) < 2:
-            continue
-        if not neck and min(areas) < 0.5 * max(areas):
-            continue
-        if long_cut:  # a long cut's own line parts the pieces best
-            markers = _markers(seed_labels, big)
-        else:
-            markers = _seeded_watershed(own, values, seed_labels, big)
-        if shallow and not all(_rod_like(markers == k) for k in range(1, len(big) + 1)):
-            continue
-        return markers
+    for balance in (0.0,) if neck else (0.5, UNEQUAL_CUT):
+        for _, p, q, shallow in cuts[:4]:
+            markers = _cut_pieces(own, values, p, q, min_piece, balance, shallow, long_cut)
+            if markers is None:
+                continue
+            if balance < 0.5 and _chromatid_profile(markers, values, settings):
+                continue
+            return markers
     return None
+
+
+def _cut_pieces(
+    own: np.ndarray,
+    values: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    min_piece: float,
+    balance: float,
+    shallow: bool,
+    long_cut: float,
+) -> np.ndarray | None:
+    """The pieces 1..k of `own` cut along p-q, or None when the chord leaves the object,
+    leaves one piece of `min_piece` pixels, a smaller piece under `balance` of the larger,
+    or (a `shallow` notch) a piece that is not one rod."""
+    cut = _chord_cut(own, p, q, min_piece)
+    if cut is None:
+        return None  # the chord leaves the object: no neck
+    seed_labels, big, areas = cut
+    if len(big) < 2 or min(areas) < balance * max(areas):
+        return None
+    if long_cut:  # a long cut's own line parts the pieces best
+        markers = _markers(seed_labels, big)
+    else:
+        markers = _seeded_watershed(own, values, seed_labels, big)
+    if shallow and not all(_rod_like(markers == k) for k in range(1, len(big) + 1)):
+        return None
+    return markers
+
+
+def _chromatid_profile(markers: np.ndarray, values: np.ndarray, settings: SegmentSettings) -> bool:
+    """Whether any of the pieces 1..k has one chromatid's peaked profile."""
+    pieces = _units(markers, int(markers.max()) + 1, values)
+    return min(u.flatness for u in pieces) <= settings.chromatid_flatness
 
 
 def _notches(

@@ -626,35 +626,76 @@ def _end(mask: np.ndarray, angle: float, sign: float) -> np.ndarray:
     return np.array([xs[k], ys[k]], float)
 
 
-def _pressed_pair_spread(turn: float, seed: int) -> tuple[np.ndarray, list[BBox]]:
-    """Twelve class A rods drawn as chromosomes (chromowatch.synth), and two more pressed end
-    to end at `turn` radians, 2 px into each other: one object, no fainter seam (the darker
-    of the two is drawn where they overlap). The spread, and the pair's true boxes."""
+def _rods_drawn(rng: np.random.Generator) -> np.ndarray:
+    """Darkness of twelve class A rods drawn as chromosomes (chromowatch.synth) on a grid."""
     from chromowatch import synth
 
-    rng = np.random.default_rng(seed)
     dark = np.zeros((480, 720), np.float32)
     for k in range(12):
         patch, _ = synth.render_chromosome(
             rng, "A", length=rng.uniform(30, 45), width=7.0, angle=rng.uniform(0, math.pi)
         )
         _paste(dark, patch, 40 + 80 * (k // 4), 40 + 80 * (k % 4))
-    first, first_mask = synth.render_chromosome(rng, "A", length=42, width=7.0, angle=0.0)
-    second, second_mask = synth.render_chromosome(rng, "A", length=38, width=7.0, angle=turn)
-    top, left = 300, 480
-    _paste(dark, first, top, left)
-    tip = _end(first_mask, 0.0, 1.0) + np.array([left, top], float)
-    # the second's near end 2 px inside the first's tip, along the first's axis
-    near = _end(second_mask, turn, -1.0)
-    corner = np.round(tip - near - (2.0, 0.0)).astype(int)
-    _paste(dark, second, int(corner[1]), int(corner[0]))
+    return dark
+
+
+def _press(
+    rng: np.random.Generator,
+    dark: np.ndarray,
+    fixed: tuple[np.ndarray, np.ndarray, int, int],
+    moved: tuple[np.ndarray, np.ndarray],
+    contact: np.ndarray,
+    moved_end: np.ndarray,
+) -> tuple[np.ndarray, list[BBox]]:
+    """Paste `fixed` (darkness, mask, top, left) and `moved` (darkness, mask) with the point
+    `moved_end` of the latter (in its patch) on `contact` (image x, y), onto `dark`; the
+    darker of the two is drawn where they overlap, so no fainter seam. The spread in RGB,
+    and both chromosomes' true boxes."""
+    from chromowatch import synth
+
+    patch, mask, top, left = fixed
+    _paste(dark, patch, top, left)
+    corner = np.round(contact - moved_end).astype(int)
+    _paste(dark, moved[0], int(corner[1]), int(corner[0]))
     boxes = []
-    for mask, (y0, x0) in ((first_mask, (top, left)), (second_mask, (corner[1], corner[0]))):
-        x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    for m, (y0, x0) in ((mask, (top, left)), (moved[1], (corner[1], corner[0]))):
+        x, y, w, h = cv2.boundingRect(m.astype(np.uint8))
         boxes.append(BBox(int(x0) + x, int(y0) + y, w, h))
     rgb = np.array(GLASS, np.float32) * np.exp(-1.1 * dark[..., None] * synth._CHROMATIN_OD)
     rgb = cv2.GaussianBlur(rgb, (0, 0), 1.0) + rng.normal(0, 1.0, rgb.shape)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), boxes
+
+
+def _pressed_pair_spread(turn: float, seed: int) -> tuple[np.ndarray, list[BBox]]:
+    """Twelve class A rods, and two more pressed end to end at `turn` radians, 2 px into
+    each other: one object. The spread, and the pair's true boxes."""
+    from chromowatch import synth
+
+    rng = np.random.default_rng(seed)
+    dark = _rods_drawn(rng)
+    first, first_mask = synth.render_chromosome(rng, "A", length=42, width=7.0, angle=0.0)
+    second = synth.render_chromosome(rng, "A", length=38, width=7.0, angle=turn)
+    top, left = 300, 480
+    tip = _end(first_mask, 0.0, 1.0) + np.array([left, top], float)
+    # the second's near end 2 px inside the first's tip, along the first's axis
+    near = _end(second[1], turn, -1.0) + np.array([2.0, 0.0])
+    return _press(rng, dark, (first, first_mask, top, left), second, tip, near)
+
+
+def _pressed_to_side_spread(length: float, turn: float, seed: int) -> tuple[np.ndarray, list[BBox]]:
+    """Twelve class A rods, a long one (64 px) lying flat and a short one (`length` px) at
+    `turn` radians whose lower end is pressed 2 px into the long one's side at its middle."""
+    from chromowatch import synth
+
+    rng = np.random.default_rng(seed)
+    dark = _rods_drawn(rng)
+    long_, long_mask = synth.render_chromosome(rng, "A", length=64, width=7.0, angle=0.0)
+    short = synth.render_chromosome(rng, "A", length=length, width=7.0, angle=turn)
+    top, left = 300, 440
+    middle = long_mask.shape[1] // 2
+    side = np.array([left + middle, top + np.nonzero(long_mask[:, middle])[0].min()], float)
+    lower_end = _end(short[1], turn, 1.0) - np.array([0.0, 2.0])
+    return _press(rng, dark, (long_, long_mask, top, left), short, side, lower_end)
 
 
 @pytest.mark.parametrize(
@@ -672,6 +713,49 @@ def test_two_rods_pressed_end_to_end_at_an_angle_are_cut_at_the_bend(
     assert all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
     monkeypatch.setattr(segment_module, "KINK_ANGLE", 181.0)
     assert not all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
+
+
+@pytest.mark.parametrize(
+    ("length", "turn", "seed"), [(24, 90, 0), (24, 90, 1), (24, 70, 2), (24, 70, 3)]
+)
+def test_a_short_rod_pressed_against_a_long_ones_side_is_cut_off(
+    length: int, turn: int, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two deep notches where a short rod's end meets a long one's side, but the cut leaves
+    pieces under half of each other (0.38-0.48 here): taken in the second, `UNEQUAL_CUT`
+    pass, as both pieces have a whole chromosome's flat profile. (Of 36 draws, lengths
+    20-28 px at 70 and 90 degrees, seeds 0-5: 14 are parted either way, 5 only by this
+    pass, 17 stay one crop.)"""
+    spread, boxes = _pressed_to_side_spread(length, math.radians(turn), seed=seed)
+    assert all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
+    monkeypatch.setattr(segment_module, "UNEQUAL_CUT", 0.5)
+    assert not all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
+
+
+@pytest.mark.realdata
+def test_a_sister_pair_is_not_cut_unequally(
+    real_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A class C pair on ddx11 (spread 1) that an unequal notch cut parts into its two
+    chromatids unless the pieces' peaked profiles stop it."""
+    from chromowatch.ingest import read_spread
+    from chromowatch.settings import IngestSettings
+
+    rgb = read_spread(real_data / "ddx11" / "images" / "1.png", IngestSettings()).rgb
+    pair = BBox(806, 138, 42, 55)  # labels/1.txt, class 2
+
+    def inside(seg: Segmentation) -> list[BBox]:
+        return [
+            c.bbox
+            for c in seg.crops
+            if pair.x <= c.bbox.x + c.bbox.w / 2 <= pair.x + pair.w
+            and pair.y <= c.bbox.y + c.bbox.h / 2 <= pair.y + pair.h
+        ]
+
+    kept = inside(segment(rgb, SegmentSettings()))
+    assert len(kept) == 1 and kept[0].iou(pair) >= 0.8
+    monkeypatch.setattr(segment_module, "_chromatid_profile", lambda *args: False)
+    assert len(inside(segment(rgb, SegmentSettings()))) == 2
 
 
 @pytest.mark.parametrize("turn", [50, 70, 90])
