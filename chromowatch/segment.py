@@ -81,6 +81,12 @@ JOIN_END = 0.25
 #: spread's median ridge width) is a whole chromosome, even when it lies parallel and close
 #: to another (separated C sisters measure at most 1.21 strokes on ddx11 and synthetic draws).
 SISTER_MAX_WIDTH = 1.5
+#: Two units paired by geometry alone (neither has a chromatid's peaked profile nor is as
+#: thin as the spread's thin mode) span at most this many strokes across, both thicknesses
+#: and the gap: two whole rods lying parallel are wider. No ddx11 pair is paired by geometry
+#: alone; over synthetic seeds 0-27 class A misses 484 -> 441, false positives 2222 ->
+#: 2211, C unchanged (2.7: 428 / 2236, C +1).
+PAIR_SPAN = 2.8
 #: The smallest chromosomes measure about a stroke's square, and a slightly blurred or
 #: smaller-scale image makes them a little less: a whole object (not a split's piece) down to
 #: this share of a stroke's square is kept when its darkest pixel reaches DEBRIS_DARK of the
@@ -448,7 +454,8 @@ def _pair_chromatids(
     Sisters are each other's nearest neighbour, each at most `SISTER_MAX_WIDTH` strokes thick
     (one chromatid, whatever the profile or geometry says), and score as sisters
     (`_sister_score`: alike in size, close for their thickness, parallel side by side); best
-    pairs are taken first.
+    pairs are taken first. Two that do not look like chromatids (profile, thinness) and are
+    paired by geometry alone must also be narrow across (`PAIR_SPAN`).
     Two tiny units (under half the typical object, hardly longer than wide, thinner than the
     spread's stroke: one short chromatid each) have no axis to compare, so their angle is
     not tested: a short pair splayed or lying end to end stays one object, not two specks.
@@ -486,6 +493,10 @@ def _pair_chromatids(
         )
         if max(units[i].thickness, units[j].thickness) > SISTER_MAX_WIDTH * scale.stroke:
             continue  # a whole chromosome, two chromatids wide, is nobody's sister
+        a, b = units[i], units[j]
+        profile = _chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings)
+        if not profile and a.thickness + b.thickness + gap > PAIR_SPAN * scale.stroke:
+            continue  # paired by geometry alone, yet as wide across as two whole rods
         score = _sister_score(units[i], units[j], gap, thin, settings, tiny)
         if score is None:
             continue

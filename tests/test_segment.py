@@ -626,14 +626,14 @@ def _end(mask: np.ndarray, angle: float, sign: float) -> np.ndarray:
     return np.array([xs[k], ys[k]], float)
 
 
-def _rods_drawn(rng: np.random.Generator) -> np.ndarray:
-    """Darkness of twelve class A rods drawn as chromosomes (chromowatch.synth) on a grid."""
+def _rods_drawn(rng: np.random.Generator, classes: str = "A" * 12) -> np.ndarray:
+    """Darkness of twelve chromosomes drawn by chromowatch.synth on a grid (class A rods)."""
     from chromowatch import synth
 
     dark = np.zeros((480, 720), np.float32)
-    for k in range(12):
+    for k, cls in enumerate(classes):
         patch, _ = synth.render_chromosome(
-            rng, "A", length=rng.uniform(30, 45), width=7.0, angle=rng.uniform(0, math.pi)
+            rng, cls, length=rng.uniform(30, 45), width=7.0, angle=rng.uniform(0, math.pi)
         )
         _paste(dark, patch, 40 + 80 * (k // 4), 40 + 80 * (k % 4))
     return dark
@@ -651,7 +651,6 @@ def _press(
     `moved_end` of the latter (in its patch) on `contact` (image x, y), onto `dark`; the
     darker of the two is drawn where they overlap, so no fainter seam. The spread in RGB,
     and both chromosomes' true boxes."""
-    from chromowatch import synth
 
     patch, mask, top, left = fixed
     _paste(dark, patch, top, left)
@@ -661,9 +660,16 @@ def _press(
     for m, (y0, x0) in ((mask, (top, left)), (moved[1], (corner[1], corner[0]))):
         x, y, w, h = cv2.boundingRect(m.astype(np.uint8))
         boxes.append(BBox(int(x0) + x, int(y0) + y, w, h))
+    return _spread_rgb(rng, dark), boxes
+
+
+def _spread_rgb(rng: np.random.Generator, dark: np.ndarray) -> np.ndarray:
+    """The darkness map on glass through the synthetic chromatin's colour, blurred, noisy."""
+    from chromowatch import synth
+
     rgb = np.array(GLASS, np.float32) * np.exp(-1.1 * dark[..., None] * synth._CHROMATIN_OD)
     rgb = cv2.GaussianBlur(rgb, (0, 0), 1.0) + rng.normal(0, 1.0, rgb.shape)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), boxes
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
 def _pressed_pair_spread(turn: float, seed: int) -> tuple[np.ndarray, list[BBox]]:
@@ -732,6 +738,33 @@ def test_a_short_rod_pressed_against_a_long_ones_side_is_cut_off(
     assert all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
     monkeypatch.setattr(segment_module, "UNEQUAL_CUT", 0.5)
     assert not all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
+
+
+@pytest.mark.parametrize(("seed", "gap"), [(0, 3), (1, 4), (2, 5)])
+def test_two_whole_rods_lying_parallel_are_not_paired(
+    seed: int, gap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two class A rods (flat profiles, so not chromatid-like) parallel and a few px apart
+    look like sisters by geometry alone; together they are wider across than two
+    chromatids and a gap (`PAIR_SPAN` strokes), so each stays its own crop, while the
+    spread's class C pairs (same renderer, same profile) stay whole: 14 crops."""
+    from chromowatch import synth
+
+    rng = np.random.default_rng(seed)
+    dark = _rods_drawn(rng, "ABC" * 4)
+    boxes, top = [], 300
+    for k, length in enumerate((40, 36)):
+        patch, mask = synth.render_chromosome(rng, "A", length=length, width=7.0, angle=0.0)
+        rows = np.nonzero(mask)[0]
+        _paste(dark, patch, top - int(rows.min()), 440 + 2 * k)
+        x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+        boxes.append(BBox(440 + 2 * k + x, top - int(rows.min()) + y, w, h))
+        top += int(rows.max() - rows.min()) + 1 + gap
+    spread = _spread_rgb(rng, dark)
+    seg = segment(spread, SegmentSettings())
+    assert all(_matched(seg, box) for box in boxes) and len(seg.crops) == 14
+    monkeypatch.setattr(segment_module, "PAIR_SPAN", 99.0)
+    assert not any(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
 
 
 @pytest.mark.realdata
