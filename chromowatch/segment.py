@@ -491,16 +491,16 @@ def _pair_chromatids(
             and u.thickness < CHROMATID_WIDTH * scale.stroke
             for u in (units[i], units[j])
         )
-        if max(units[i].thickness, units[j].thickness) > SISTER_MAX_WIDTH * scale.stroke:
-            continue  # a whole chromosome, two chromatids wide, is nobody's sister
         a, b = units[i], units[j]
+        if max(a.thickness, b.thickness) > SISTER_MAX_WIDTH * scale.stroke:
+            continue  # a whole chromosome, two chromatids wide, is nobody's sister
         profile = _chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings)
         if not profile and a.thickness + b.thickness + gap > PAIR_SPAN * scale.stroke:
             continue  # paired by geometry alone, yet as wide across as two whole rods
-        score = _sister_score(units[i], units[j], gap, thin, settings, tiny)
+        score = _sister_score(a, b, gap, thin, settings, tiny)
         if score is None:
             continue
-        if not tiny and not _alongside_or_meeting(units[i], units[j], gap, labels, settings):
+        if not tiny and not _alongside_or_meeting(a, b, gap, labels, settings):
             continue
         candidates.append((score, i, j))
     groups, used = _best_pairs(candidates)
@@ -1158,8 +1158,8 @@ def _cut_pieces(
     long_cut: float,
 ) -> np.ndarray | None:
     """The pieces 1..k of `own` cut along p-q, or None when the chord leaves the object,
-    leaves one piece of `min_piece` pixels, a smaller piece under `balance` of the larger,
-    or (a `shallow` notch) a piece that is not one rod."""
+    leaves fewer than two pieces of `min_piece` pixels, the smaller under `balance` of the
+    larger, or (a `shallow` notch) a piece that is not one rod."""
     cut = _chord_cut(own, p, q, min_piece)
     if cut is None:
         return None  # the chord leaves the object: no neck
