@@ -454,8 +454,7 @@ def _pair_chromatids(
     Sisters are each other's nearest neighbour, each at most `SISTER_MAX_WIDTH` strokes thick
     (one chromatid, whatever the profile or geometry says), and score as sisters
     (`_sister_score`: alike in size, close for their thickness, parallel side by side); best
-    pairs are taken first. Two that do not look like chromatids (profile, thinness) and are
-    paired by geometry alone must also be narrow across (`PAIR_SPAN`).
+    pairs are taken first.
     Two tiny units (under half the typical object, hardly longer than wide, thinner than the
     spread's stroke: one short chromatid each) have no axis to compare, so their angle is
     not tested: a short pair splayed or lying end to end stays one object, not two specks.
@@ -494,10 +493,7 @@ def _pair_chromatids(
         a, b = units[i], units[j]
         if max(a.thickness, b.thickness) > SISTER_MAX_WIDTH * scale.stroke:
             continue  # a whole chromosome, two chromatids wide, is nobody's sister
-        profile = _chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings)
-        if not profile and a.thickness + b.thickness + gap > PAIR_SPAN * scale.stroke:
-            continue  # paired by geometry alone, yet as wide across as two whole rods
-        score = _sister_score(a, b, gap, thin, settings, tiny)
+        score = _sister_score(a, b, gap, thin, settings, tiny, span=PAIR_SPAN * scale.stroke)
         if score is None:
             continue
         if not tiny and not _alongside_or_meeting(a, b, gap, labels, settings):
@@ -570,6 +566,7 @@ def _sister_score(
     settings: SegmentSettings,
     tiny: bool = False,
     any_profile: bool = False,
+    span: float = math.inf,
 ) -> float | None:
     """How unlike two sister chromatids a and b are (lower is likelier); None: not sisters.
 
@@ -578,9 +575,10 @@ def _sister_score(
     rather than end to end, or, two apart, splayed from a point where they nearly meet (at any
     angle, if chromatid-like and alike: `SPLAYED_ALIKE`). Both must look like one chromatid
     (a peaked profile, or as thin as the spread's thin mode), unless, for two apart, the
-    geometry alone is unmistakable: parallel, fully side by side, of the same size and close.
-    (Two touching pieces that are not chromatid-like are rather two whole chromosomes pressed
-    together.)
+    geometry alone is unmistakable: parallel, fully side by side, of the same size, close,
+    and no wider across (both thicknesses and the gap) than `span` px, which two whole rods
+    lying parallel are (`PAIR_SPAN`). (Two touching pieces that are not chromatid-like are
+    rather two whole chromosomes pressed together.)
     """
     thickness = max((a.thickness + b.thickness) / 2, 1.0)
     rel_gap = max(gap, 0.0) / thickness if gap is not None else 0.0
@@ -621,12 +619,14 @@ def _sister_score(
         return None
     chromatids = _chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings)
     unmistakable = (
-        diff <= 12.0
+        gap is not None
+        and diff <= 12.0
         and overlap >= 0.7
         and min(ratio, area_ratio) >= 0.8
         and rel_gap <= 0.8
+        and a.thickness + b.thickness + gap <= span
     )
-    if not (chromatids or any_profile or (unmistakable and gap is not None)):
+    if not (chromatids or any_profile or unmistakable):
         return None
     return rel_gap + 2.0 * (1 - area_ratio) + (1 - ratio) + diff / 180.0
 
@@ -1109,7 +1109,9 @@ def _concavity_split(
     one chromosome (a class B cross, say) leaves an arm, much smaller than the rest. Only
     where no cut does, the smaller may be down to `UNEQUAL_CUT` of the larger if neither
     piece has a chromatid's peaked profile (without that test a class C pair on ddx11 was
-    cut off-centre into its two chromatids).
+    cut off-centre into its two chromatids). A `neck` cut (any sizes) is refused on that
+    profile test too (without it: 3 more false positives over synthetic seeds 0-47, no
+    chromosome more found).
     One of the two notches may be shallow (`SHALLOW_NOTCH`) when the depths add up to two
     deep ones and both pieces are single rods (`_rod_like`): two rods touching in a V or end
     to side, not the arms of one cross.
@@ -1136,13 +1138,22 @@ def _concavity_split(
                 continue
             cuts.append((length / (dp + dq), p, q, min(dp, dq) < min_depth))
     cuts.sort(key=lambda c: (c[0], tuple(c[1]), tuple(c[2]), c[3]))
-    for balance in (0.0,) if neck else (0.5, UNEQUAL_CUT):
-        for _, p, q, shallow in cuts[:4]:
-            markers = _cut_pieces(own, values, p, q, min_piece, balance, shallow, long_cut)
-            if markers is None:
-                continue
-            if balance < 0.5 and _chromatid_profile(markers, values, settings):
-                continue
+    unequal: list[tuple[tuple[np.ndarray, list[int], list[int]], bool]] = []
+    for _, p, q, shallow in cuts[:4]:
+        cut = _chord_cut(own, p, q, min_piece)
+        if cut is None or len(cut[1]) < 2:
+            continue  # the chord leaves the object (no neck), or leaves one piece
+        balance = min(cut[2]) / max(cut[2])
+        if not neck and balance < 0.5:
+            if balance >= UNEQUAL_CUT:
+                unequal.append((cut, shallow))  # tried once no cut is balanced
+            continue
+        markers = _cut_pieces(own, values, cut, shallow, long_cut)
+        if markers is not None and not (neck and _chromatid_profile(markers, values, settings)):
+            return markers
+    for cut, shallow in unequal:
+        markers = _cut_pieces(own, values, cut, shallow, long_cut)
+        if markers is not None and not _chromatid_profile(markers, values, settings):
             return markers
     return None
 
@@ -1150,22 +1161,13 @@ def _concavity_split(
 def _cut_pieces(
     own: np.ndarray,
     values: np.ndarray,
-    p: np.ndarray,
-    q: np.ndarray,
-    min_piece: float,
-    balance: float,
+    cut: tuple[np.ndarray, list[int], list[int]],
     shallow: bool,
     long_cut: float,
 ) -> np.ndarray | None:
-    """The pieces 1..k of `own` cut along p-q, or None when the chord leaves the object,
-    leaves fewer than two pieces of `min_piece` pixels, the smaller under `balance` of the
-    larger, or (a `shallow` notch) a piece that is not one rod."""
-    cut = _chord_cut(own, p, q, min_piece)
-    if cut is None:
-        return None  # the chord leaves the object: no neck
-    seed_labels, big, areas = cut
-    if len(big) < 2 or min(areas) < balance * max(areas):
-        return None
+    """The pieces 1..k of `own` from a chord cut (`_chord_cut`), or None when a `shallow`
+    notch's cut leaves a piece that is not one rod."""
+    seed_labels, big, _ = cut
     if long_cut:  # a long cut's own line parts the pieces best
         markers = _markers(seed_labels, big)
     else:

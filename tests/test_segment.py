@@ -618,6 +618,13 @@ def _paste(dark: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
     np.maximum(window, patch, out=window)
 
 
+def _place(dark: np.ndarray, patch: np.ndarray, mask: np.ndarray, top: int, left: int) -> BBox:
+    """Paste a chromosome's darkness at (top, left); its mask's box in the image."""
+    _paste(dark, patch, top, left)
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return BBox(left + x, top + y, w, h)
+
+
 def _end(mask: np.ndarray, angle: float, sign: float) -> np.ndarray:
     """The (x, y) of a rod's mask farthest along its axis (sign -1: the other end)."""
     ys, xs = np.nonzero(mask)
@@ -652,14 +659,11 @@ def _press(
     darker of the two is drawn where they overlap, so no fainter seam. The spread in RGB,
     and both chromosomes' true boxes."""
 
-    patch, mask, top, left = fixed
-    _paste(dark, patch, top, left)
     corner = np.round(contact - moved_end).astype(int)
-    _paste(dark, moved[0], int(corner[1]), int(corner[0]))
-    boxes = []
-    for m, (y0, x0) in ((mask, (top, left)), (moved[1], (corner[1], corner[0]))):
-        x, y, w, h = cv2.boundingRect(m.astype(np.uint8))
-        boxes.append(BBox(int(x0) + x, int(y0) + y, w, h))
+    boxes = [
+        _place(dark, *fixed),
+        _place(dark, *moved, int(corner[1]), int(corner[0])),
+    ]
     return _spread_rgb(rng, dark), boxes
 
 
@@ -756,9 +760,7 @@ def test_two_whole_rods_lying_parallel_are_not_paired(
     for k, length in enumerate((40, 36)):
         patch, mask = synth.render_chromosome(rng, "A", length=length, width=7.0, angle=0.0)
         rows = np.nonzero(mask)[0]
-        _paste(dark, patch, top - int(rows.min()), 440 + 2 * k)
-        x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
-        boxes.append(BBox(440 + 2 * k + x, top - int(rows.min()) + y, w, h))
+        boxes.append(_place(dark, patch, mask, top - int(rows.min()), 440 + 2 * k))
         top += int(rows.max() - rows.min()) + 1 + gap
     spread = _spread_rgb(rng, dark)
     seg = segment(spread, SegmentSettings())
