@@ -61,7 +61,10 @@ UNEQUAL_CUT = 0.3
 #: (KINK_ELONG 2.5 -> 2.2 and KINK_ANGLE 40 -> 35 once synthetic A rods were drawn as thick
 #: as real ones: class A misses over synthetic seeds 0-27 509 -> 484, false positives 2209
 #: -> 2222; ddx11 and its --perturb rows unchanged. 30 degrees: 192 / 968 on seeds 0-11
-#: against 199 / 954.)
+#: against 199 / 954.) Pieces that pass these are not judged again as touching sisters: that
+#: test took two flat rods for sisters splayed from one end whenever they were as thin as
+#: the spread's thin mode (class A misses over synthetic seeds 0-47 788 -> 775, class C 229
+#: -> 218, false positives +5; ddx11 unchanged).
 KINK_SHALLOW = 0.15
 KINK_CHORD = 1.6
 KINK_PIECE = 0.3
@@ -87,6 +90,13 @@ SISTER_MAX_WIDTH = 1.5
 #: alone; over synthetic seeds 0-27 class A misses 484 -> 441, false positives 2222 ->
 #: 2211, C unchanged (2.7: 428 / 2236, C +1).
 PAIR_SPAN = 2.8
+#: Sister pairs of one spread are alike: a pair paired by geometry alone that spans more than
+#: this many times the median span of the spread's candidate pairs (at least three) is two
+#: whole rods lying parallel, in a spread of mostly class A where PAIR_SPAN's strokes are an
+#: A rod's width. No ddx11 pair is paired by geometry alone. Over synthetic seeds 0-47 class A
+#: misses 775 -> 707, false positives 3790 -> 3763, class C +1 (1.4: 719, C unchanged; 1.2:
+#: 702, C +7).
+SPAN_REL = 1.3
 #: The smallest chromosomes measure about a stroke's square, and a slightly blurred or
 #: smaller-scale image makes them a little less: a whole object (not a split's piece) down to
 #: this share of a stroke's square is kept when its darkest pixel reaches DEBRIS_DARK of the
@@ -454,7 +464,8 @@ def _pair_chromatids(
     Sisters are each other's nearest neighbour, each at most `SISTER_MAX_WIDTH` strokes thick
     (one chromatid, whatever the profile or geometry says), and score as sisters
     (`_sister_score`: alike in size, close for their thickness, parallel side by side); best
-    pairs are taken first.
+    pairs are taken first. A pair that only geometry pairs must be no wider across than
+    `SPAN_REL` times the spread's usual candidate pair.
     Two tiny units (under half the typical object, hardly longer than wide, thinner than the
     spread's stroke: one short chromatid each) have no axis to compare, so their angle is
     not tested: a short pair splayed or lying end to end stays one object, not two specks.
@@ -463,6 +474,7 @@ def _pair_chromatids(
     small = 0.5 * _typical_area(units, scale)
     reach = settings.pair_max_gap * scale.stroke
     candidates: list[tuple[float, int, int]] = []
+    spans: list[tuple[float, bool]] = []  # per candidate: span across, paired by geometry alone
     gaps: dict[tuple[int, int], float] = {}
     nearest: dict[int, tuple[float, int]] = {}
     for i, a in enumerate(units):
@@ -499,6 +511,15 @@ def _pair_chromatids(
         if not tiny and not _alongside_or_meeting(a, b, gap, labels, settings):
             continue
         candidates.append((score, i, j))
+        chromatids = _chromatid_like(a, thin, settings) and _chromatid_like(b, thin, settings)
+        spans.append((a.thickness + b.thickness + max(gap, 0.0), not chromatids))
+    if len(spans) >= 3:
+        usual = float(np.median([span for span, _ in spans]))
+        candidates = [
+            c
+            for c, (span, geometry_only) in zip(candidates, spans, strict=True)
+            if not (geometry_only and span > SPAN_REL * usual)
+        ]
     groups, used = _best_pairs(candidates)
     groups.extend([i] for i in range(len(units)) if i not in used)
     return groups
@@ -681,8 +702,10 @@ def _split_touching(
             pieces = _units(local, int(local.max()) + 1, values) if local is not None else []
             if len(pieces) < 2:
                 pieces = []  # the splitter left one piece: nothing was split
-            notched = split in (_concavity_split, _neck_split, _long_cut_split, _kink_split)
-            if len(pieces) == 2 and _touching_sisters(pieces, notched, thin, settings, large):
+            notched = split in (_concavity_split, _neck_split, _long_cut_split)
+            # A kink cut has its own test of whole-chromosome pieces (flat profiles).
+            sisters = split is not _kink_split and len(pieces) == 2
+            if sisters and _touching_sisters(pieces, notched, thin, settings, large):
                 pieces = []  # one class C pair whose sisters touch: keep it whole
             if split is _dark_seam_split and not _meet_at_angle(pieces, thin, settings):
                 pieces = []  # one chromosome parted at a light band, or sisters
