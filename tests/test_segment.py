@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from chromowatch import segment as segment_module
+from chromowatch import sisters as sisters_module
+from chromowatch import split as split_module
 from chromowatch.ingest import to_rgb8
 from chromowatch.records import BBox, Segmentation
 from chromowatch.segment import CLASS_COLOURS, draw_overlay, segment
@@ -221,10 +223,10 @@ def _jpeg(rgb: np.ndarray, quality: int = 75) -> np.ndarray:
 def test_luma_keeps_the_gap_a_jpeg_blurs_in_the_stain_channel() -> None:
     """JPEG keeps colour at half resolution: the gap between two close rods is shallower in
     the stain's channel than the lossless image shows it, but as deep in luma."""
-    from chromowatch.segment import _darkness
+    from chromowatch.foreground import measure_darkness
 
     def gap_depth(rgb: np.ndarray, luma: bool) -> float:
-        dark, _ = _darkness(rgb, luma=luma)
+        dark, _ = measure_darkness(rgb, luma=luma)
         profile = dark[45:62, 60:100].astype(float).mean(axis=1)  # across both rods
         return float(profile[5:11].min() / profile.max())  # lightest between them
 
@@ -405,7 +407,7 @@ def test_a_short_sister_pair_splayed_apart_stays_one_object() -> None:
 
 def test_watershed_pieces_keep_only_their_body() -> None:
     """A stray pixel of a piece beyond its neighbour would stretch the piece's box."""
-    from chromowatch.segment import _drop_fragments
+    from chromowatch.split import _drop_fragments
 
     markers = np.zeros((20, 30), np.int32)
     markers[2:8, 2:12] = 1
@@ -418,7 +420,7 @@ def test_watershed_pieces_keep_only_their_body() -> None:
 
 def test_rod_like_tells_one_rod_from_a_v_or_a_blob() -> None:
     """The check that lets a cut end at a shallow notch: both pieces must be single rods."""
-    from chromowatch.segment import _rod_like
+    from chromowatch.split import _rod_like
 
     canvas = np.zeros((80, 80), np.uint8)
     rod = cv2.line(canvas.copy(), (10, 40), (70, 30), 1, 9)
@@ -599,7 +601,7 @@ def test_two_chromosomes_meeting_at_an_angle_are_parted_at_a_dark_seam(
     contact is darker than `split_max_level` and the outer notch too shallow for the notch
     cuts, so the seam up to `split_seam_level` parts them (the pieces meet at an angle).
     The kink cut parts these too, so it is off here."""
-    monkeypatch.setattr(segment_module, "KINK_ANGLE", 181.0)
+    monkeypatch.setattr(split_module, "KINK_ANGLE", 181.0)
     rng = np.random.default_rng(seed)
     img = _glass(480, 720, rng)
     _cluster(img, 60, 60, ["A", "C"] * 6, rng)
@@ -724,7 +726,7 @@ def test_two_rods_pressed_end_to_end_at_an_angle_are_cut_at_the_bend(
     other splits 7.)"""
     spread, boxes = _pressed_pair_spread(math.radians(turn), seed=seed)
     assert all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
-    monkeypatch.setattr(segment_module, "KINK_ANGLE", 181.0)
+    monkeypatch.setattr(split_module, "KINK_ANGLE", 181.0)
     assert not all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
 
 
@@ -740,10 +742,10 @@ def test_a_short_rod_pressed_against_a_long_ones_side_is_cut_off(
     of these too). (Of 36 draws, lengths 20-28 px at 70 and 90 degrees, seeds 0-5, with the
     kink cut off: this pass parts 13, 1 is parted without it, 22 stay one crop, of which
     the kink cut parts 13.)"""
-    monkeypatch.setattr(segment_module, "KINK_ANGLE", 181.0)
+    monkeypatch.setattr(split_module, "KINK_ANGLE", 181.0)
     spread, boxes = _pressed_to_side_spread(length, math.radians(turn), seed=seed)
     assert all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
-    monkeypatch.setattr(segment_module, "UNEQUAL_CUT", 0.5)
+    monkeypatch.setattr(split_module, "UNEQUAL_CUT", 0.5)
     assert not all(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
 
 
@@ -774,8 +776,8 @@ def test_two_whole_rods_lying_parallel_are_not_paired(
     spread, boxes = _parallel_rods_spread(seed, gap, "ABC" * 4)
     seg = segment(spread, SegmentSettings())
     assert all(_matched(seg, box) for box in boxes) and len(seg.crops) == 14
-    monkeypatch.setattr(segment_module, "PAIR_SPAN", 99.0)
-    monkeypatch.setattr(segment_module, "SPAN_REL", 99.0)  # the other rule that parts them
+    monkeypatch.setattr(sisters_module, "PAIR_SPAN", 99.0)
+    monkeypatch.setattr(sisters_module, "SPAN_REL", 99.0)  # the other rule that parts them
     assert not any(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
 
 
@@ -791,7 +793,7 @@ def test_two_whole_rods_wider_than_the_spreads_pairs_are_not_paired(
     spread, boxes = _parallel_rods_spread(seed, gap, "AAAC" * 3)
     seg = segment(spread, SegmentSettings())
     assert all(_matched(seg, box) for box in boxes) and len(seg.crops) == 14
-    monkeypatch.setattr(segment_module, "SPAN_REL", 99.0)
+    monkeypatch.setattr(sisters_module, "SPAN_REL", 99.0)
     assert not any(_matched(segment(spread, SegmentSettings()), box) for box in boxes)
 
 
@@ -838,7 +840,7 @@ def test_a_sister_pair_is_not_cut_unequally(
 
     kept = inside(segment(rgb, SegmentSettings()))
     assert len(kept) == 1 and kept[0].iou(pair) >= 0.8
-    monkeypatch.setattr(segment_module, "_chromatid_profile", lambda *args: False)
+    monkeypatch.setattr(split_module, "_chromatid_profile", lambda *args: False)
     assert len(inside(segment(rgb, SegmentSettings()))) == 2
 
 
@@ -904,7 +906,8 @@ def test_a_short_pair_touching_a_chromosome_is_regrouped_as_its_own_crop(seed: i
 def test_a_lone_chromatid_cut_off_its_pair_rejoins_the_piece_it_continues() -> None:
     """The watershed of a clump cut one chromatid (thin, under half a typical object) off
     the rest of its pair, end to end: it joins that piece instead of being its own crop."""
-    from chromowatch.segment import Scale, _join_fragments, _units
+    from chromowatch.clumps import join_fragments
+    from chromowatch.foreground import Scale, find_units
 
     labels = np.zeros((200, 400), np.int32)
     labels[20:50, 50:54] = 1  # the lone chromatid
@@ -917,10 +920,10 @@ def test_a_lone_chromatid_cut_off_its_pair_rejoins_the_piece_it_continues() -> N
         labels[150:190, 20 + 30 * k : 34 + 30 * k] = n
         n += 1
     dark = (labels > 0).astype(np.float32) * 100
-    units = _units(labels, n, dark)
+    units = find_units(labels, n, dark)
     groups = [[i] for i in range(len(units))]
     scale = Scale(threshold=20.0, stroke=5.0, peak=100.0)
-    out = _join_fragments(units, groups, labels, scale)
+    out = join_fragments(units, groups, labels, scale)
     assert len(out) == len(groups) - 1
     assert sorted(next(g for g in out if len(g) == 2)) == [0, 1]
 
@@ -928,7 +931,8 @@ def test_a_lone_chromatid_cut_off_its_pair_rejoins_the_piece_it_continues() -> N
 def test_installed_pieces_take_labels_past_the_largest_piece_number() -> None:
     """Pieces numbered 1 and 3 (a splitter left number 2 unused) go in as n and n+2, and the
     next free label is n+3: counting the pieces instead would hand n+2 out twice."""
-    from chromowatch.segment import Unit, _install_pieces
+    from chromowatch.foreground import Unit
+    from chromowatch.split import install_pieces
 
     labels = np.zeros((6, 10), np.int32)
     labels[1:5, 2:9] = 7
@@ -942,7 +946,7 @@ def test_installed_pieces_take_labels_past_the_largest_piece_number() -> None:
         for k, x in ((1, 0), (3, 4))
     ]
     unit = Unit(7, 2, 1, 7, 4, 28, 5.0, 2.5, 0.0, 7.0, 4.0, 0.5, 1.0)
-    assert _install_pieces(window, own, local, pieces, unit, next_label=8) == 11
+    assert install_pieces(window, own, local, pieces, unit, next_label=8) == 11
     assert sorted(np.unique(labels).tolist()) == [0, 8, 10]
     assert [p.label for p in pieces] == [8, 10]
     assert [(p.x, p.y) for p in pieces] == [(2, 1), (6, 1)]
