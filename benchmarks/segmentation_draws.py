@@ -104,16 +104,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spreads", type=int, default=10, help="spreads per sample (3 samples)")
     parser.add_argument("--cache", type=Path, help="keep draws here and reuse them")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (default: one per core; 1: none)")
     args = parser.parse_args(argv)
-    if args.spreads < 1:
-        parser.error("--spreads must be at least 1")
+    if args.spreads < 1 or args.processes < 1:
+        parser.error("--spreads and --processes must be at least 1")
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.cache or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        with Pool(os.cpu_count() or 1, initializer=bench._one_thread) as pool:
-            folders = pool.map(_draw, [(root, s, args.spreads) for s in args.seeds])
-            tallies = pool.map(_measure, folders)
+        jobs = [(root, s, args.spreads) for s in args.seeds]
+        if args.processes == 1:
+            bench._one_thread()
+            tallies = [_measure(_draw(job)) for job in jobs]
+        else:
+            with Pool(args.processes, initializer=bench._one_thread) as pool:
+                tallies = pool.map(_measure, pool.map(_draw, jobs))
     rows = list(zip(args.seeds, tallies, strict=True))
     failing = [seed for seed, t in rows if not meets_floors(t)]
     if args.json:

@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture(scope="module")
 def draws():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(BENCH))  # workers unpickle its functions by module name
+    sys.path.insert(0, str(BENCH))
     return importlib.import_module("segmentation_draws")
 
 
@@ -29,7 +29,9 @@ def test_seed_lists_and_ranges(draws) -> None:  # type: ignore[no-untyped-def]
 def test_one_draw_is_measured_and_judged(draws, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     """One seed, one spread per sample: the counts are the draw's own (its truth.json), and the
     draw is written once: a second run reuses the cached files."""
+    # In-process: forking a test process that has loaded torch can hang its workers.
     args = ["--seeds", "3", "--spreads", "1", "--cache", str(tmp_path), "--json"]
+    args += ["--processes", "1"]
     assert draws.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     truth = [
