@@ -83,8 +83,8 @@ def pair_chromatids(
     thin = thin_limit(units, scale)
     small = 0.5 * typical_area(units, scale)
     reach = settings.pair_max_gap * scale.stroke
-    candidates: list[tuple[float, int, int]] = []
-    spans: list[tuple[float, bool]] = []  # per candidate: span across, paired by geometry alone
+    limit = PAIR_SPAN * scale.stroke  # span across of a pair by geometry alone (`sister_score`)
+    found: list[tuple[float, int, int, bool]] = []  # score, i, j, tiny
     gaps: dict[tuple[int, int], float] = {}
     nearest: dict[int, tuple[float, int]] = {}
     for i, a in enumerate(units):
@@ -115,22 +115,23 @@ def pair_chromatids(
         a, b = units[i], units[j]
         if max(a.thickness, b.thickness) > SISTER_MAX_WIDTH * scale.stroke:
             continue  # a whole chromosome, two chromatids wide, is nobody's sister
-        score = sister_score(a, b, gap, thin, settings, tiny, span=PAIR_SPAN * scale.stroke)
+        score = sister_score(a, b, gap, thin, settings, tiny, span=limit)
         if score is None:
             continue
         if not tiny and not _alongside_or_meeting(a, b, gap, labels, settings):
             continue
-        candidates.append((score, i, j))
-        chromatids = chromatid_like(a, thin, settings) and chromatid_like(b, thin, settings)
-        spans.append((a.thickness + b.thickness + max(gap, 0.0), not chromatids))
-    if len(spans) >= 3:
-        usual = float(np.median([span for span, _ in spans]))
-        candidates = [
-            c
-            for c, (span, geometry_only) in zip(candidates, spans, strict=True)
-            if not (geometry_only and span > SPAN_REL * usual)
+        found.append((score, i, j, tiny))
+    if len(found) >= 3:
+        # The spread's usual pair tightens the span limit; only pairs by geometry alone feel it.
+        spans = [units[i].thickness + units[j].thickness + gaps[(i, j)] for _, i, j, _ in found]
+        limit = min(limit, SPAN_REL * float(np.median(spans)))
+        found = [
+            (score, i, j, tiny)
+            for score, i, j, tiny in found
+            if sister_score(units[i], units[j], gaps[(i, j)], thin, settings, tiny, span=limit)
+            is not None
         ]
-    groups, used = best_pairs(candidates)
+    groups, used = best_pairs([(score, i, j) for score, i, j, _ in found])
     groups.extend([i] for i in range(len(units)) if i not in used)
     return groups
 

@@ -764,6 +764,15 @@ def parse_yolo(text: str, width: int, height: int) -> list[tuple[str, BBox]]:
     return out
 
 
+def dataset_spread(seed: int, sample: int, index: int) -> SynthSpread:
+    """Spread `index` (0-based) of sample `sample` of `write_dataset(seed=seed)`, drawn alone:
+    its own seed stream, one metaphase for the first spread of a sample, else 0-2."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(sample, index)))
+    mets = 1 if index == 0 else int(rng.choice([0, 1, 2], p=[0.05, 0.8, 0.15]))
+    weights = SAMPLE_MIXES[sample % len(SAMPLE_MIXES)][1]
+    return generate_spread(rng, metaphases=mets, class_weights=weights)
+
+
 def write_dataset(out_dir: Path, *, samples: int, spreads: int, seed: int) -> list[Path]:
     """Write `samples` folders `synthetic-NN` (class mixes cycling through SAMPLE_MIXES),
     each with images/spread_NNN.png, labels/spread_NNN.txt (YOLO, like ddx11) and
@@ -789,9 +798,7 @@ def write_dataset(out_dir: Path, *, samples: int, spreads: int, seed: int) -> li
         }
         records: list[dict[str, object]] = []
         for k in range(spreads):
-            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(s, k)))
-            mets = 1 if k == 0 else int(rng.choice([0, 1, 2], p=[0.05, 0.8, 0.15]))
-            spread = generate_spread(rng, metaphases=mets, class_weights=weights)
+            spread = dataset_spread(seed, s, k)
             stem = f"spread_{k + 1:03d}"
             image = sample_dir / "images" / f"{stem}.png"
             bgr = np.ascontiguousarray(spread.rgb[..., ::-1])

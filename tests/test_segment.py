@@ -805,11 +805,7 @@ def test_rods_cut_at_a_kink_are_not_taken_back_for_splayed_sisters() -> None:
     kink cut's own whole-chromosome tests only."""
     from chromowatch import synth
 
-    rng = np.random.default_rng(np.random.SeedSequence(46, spawn_key=(1, 6)))
-    metaphases = int(rng.choice([0, 1, 2], p=[0.05, 0.8, 0.15]))
-    spread = synth.generate_spread(
-        rng, metaphases=metaphases, class_weights=synth.SAMPLE_MIXES[1][1]
-    )
+    spread = synth.dataset_spread(46, 1, 6)
     region = BBox(205, 200, 50, 75)
     inside = [o for o in spread.objects if region.x <= o.bbox.x < region.x + region.w]
     rods = [o.bbox for o in inside if o.cls == "A" and o.touching and o.bbox.iou(region) > 0]
