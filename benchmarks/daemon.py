@@ -78,7 +78,7 @@ def spreads(n: int, seed: int = 5) -> list[bytes]:
     """n distinct synthetic spreads as PNG bytes (variants of a few generated ones)."""
     import cv2
 
-    from chromowatch.synth import write_dataset
+    from chromowatch.demo.synth import write_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_dataset(Path(tmp), samples=1, spreads=min(n, 6), seed=seed)

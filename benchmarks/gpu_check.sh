@@ -45,8 +45,8 @@ print("torch hub:", hub, sorted(os.listdir(ck)) if os.path.isdir(ck) else "no ch
 EOF
 
 step "2 gpu tests"
-timeout 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_classify_ensemble.py \
-    tests/test_training.py 2>&1 | tail -15
+timeout 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/classify/test_ensemble.py \
+    tests/training/test_training.py 2>&1 | tail -15
 
 step "3 classify throughput"
 # (the torchvision loop resizes every crop once per model with PIL: keep the counts modest)

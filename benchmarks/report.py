@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from chromowatch.records import BBox, Prediction
-from chromowatch.report import ModelInfo, write_report
+from chromowatch.reports.report import ModelInfo, write_report
 from chromowatch.settings import Settings
 from chromowatch.store import ImageRow, Store, StoredCrop
 

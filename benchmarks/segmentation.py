@@ -1,11 +1,12 @@
 """Segmentation benchmark: recall per class and precision at IoU >= 0.5, and spreads per second.
 
-Measures chromowatch.segment.segment against a plain Otsu + findContours cropper (the baseline)
-in the same run, on folders laid out like ../shared/data/ddx11: images/*.png and labels/*.txt
+Measures chromowatch.segmentation.segment.segment against a plain Otsu + findContours cropper
+(the baseline) in the same run, on folders laid out like ../shared/data/ddx11: images/*.png and
+labels/*.txt
 (YOLO `class cx cy w h`, normalised; 0=A 1=B 2=C; one box per chromosome, a class C box around
 both separated chromatids). A folder whose subfolders have that layout (what
-chromowatch.synth.write_dataset writes) is read too. `--synth N` writes N synthetic spreads with
-chromowatch.synth into a temporary folder and measures them as well.
+chromowatch.demo.synth.write_dataset writes) is read too. `--synth N` writes N synthetic spreads
+with chromowatch.demo.synth into a temporary folder and measures them as well.
 
 `--perturb [NAME ...]` measures instead how well the segmenter generalises: every spread and its
 truth boxes are changed the same way (rotated, mirrored, rescaled, re-exposed, tinted, unevenly
@@ -518,7 +519,7 @@ def evaluate_perturbed(
 
 
 def make_segmenters() -> dict[str, Segmenter]:
-    from chromowatch.segment import segment
+    from chromowatch.segmentation.segment import segment
 
     settings = SegmentSettings()
 
@@ -533,11 +534,11 @@ def make_segmenters() -> dict[str, Segmenter]:
 
 
 def synth_dataset(out: Path, spreads: int, seed: int) -> Path | None:
-    """Write synthetic spreads (three samples of `spreads` each) when chromowatch.synth exists."""
+    """Write synthetic spreads (three samples of `spreads` each) with chromowatch.demo.synth."""
     try:
-        from chromowatch import synth
+        from chromowatch.demo import synth
     except ImportError:
-        print("chromowatch.synth not available; synthetic spreads skipped", file=sys.stderr)
+        print("chromowatch.demo.synth not available; synthetic spreads skipped", file=sys.stderr)
         return None
     synth.write_dataset(out, samples=3, spreads=spreads, seed=seed)
     return out

@@ -1,7 +1,7 @@
 """Segmentation floors on many synthetic draws, one row per draw.
 
 The issue's floors (recall >= 0.97 for each class, precision >= 0.95 at IoU >= 0.5) hold for a
-set of spreads; one synthetic draw (chromowatch.synth.write_dataset: 3 samples of N spreads,
+set of spreads; one synthetic draw (chromowatch.demo.synth.write_dataset: 3 samples of N spreads,
 one seed) is such a set, and draws differ in how many chromosomes are drawn pressed together.
 This script draws seeds (or reuses drawn ones from `--cache`), segments every spread with
 chromowatch only (matching and reading as benchmarks/segmentation.py does), and prints each
@@ -53,7 +53,7 @@ def _draw(job: tuple[Path, int, int]) -> Path:
     root, seed, spreads = job
     out = root / f"seed-{seed}"
     if len(list(out.glob("*/truth.json"))) < 3:
-        from chromowatch import synth
+        from chromowatch.demo import synth
 
         synth.write_dataset(out, samples=3, spreads=spreads, seed=seed)
     return out

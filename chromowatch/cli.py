@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from chromowatch import __version__
 from chromowatch.errors import ChromowatchError, InputImageError, UsageError
 from chromowatch.records import CLASS_NAMES
+from chromowatch.reports.tables import format_counts_table
 from chromowatch.settings import LoadedSettings, Settings, load_settings
-from chromowatch.tables import format_counts_table
 
 if TYPE_CHECKING:
     from chromowatch.classify.ensemble import Ensemble
@@ -83,7 +83,7 @@ def cmd_config(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def cmd_synth(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.synth import write_dataset
+    from chromowatch.demo.synth import write_dataset
 
     paths = write_dataset(Path(args.out_dir), samples=args.samples, spreads=args.spreads,
                           seed=args.seed)
@@ -95,8 +95,9 @@ def cmd_synth(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 def cmd_segment(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     import cv2
 
-    from chromowatch import ingest, segment
+    from chromowatch import ingest
     from chromowatch.progress import Progress
+    from chromowatch.segmentation import segment
 
     settings = loaded.settings
     files = ingest.list_images([Path(p) for p in args.images], settings.ingest)
@@ -359,7 +360,7 @@ def cmd_train(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.demo import run_demo
+    from chromowatch.demo.run import run_demo
 
     return run_demo(loaded.settings, spreads=args.spreads,
                     models_from=Path(args.models_from) if args.models_from else None,
@@ -370,13 +371,13 @@ def cmd_demo(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.daemon import run_daemon
+    from chromowatch.service.daemon import run_daemon
 
     return run_daemon(loaded.settings, config=args.config, until_complete=args.until_complete)
 
 
 def cmd_status(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.daemon import collect_status, format_status
+    from chromowatch.service.daemon import collect_status, format_status
     from chromowatch.store import Store
 
     settings = loaded.settings
@@ -395,7 +396,7 @@ def cmd_status(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 def cmd_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     import os
 
-    from chromowatch.ledger import Ledger
+    from chromowatch.service.ledger import Ledger
     from chromowatch.store import Store
 
     settings = loaded.settings
@@ -442,7 +443,7 @@ def _open_existing_store(settings: Settings) -> Any:
 
 
 def cmd_report(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch import report
+    from chromowatch.reports import report
 
     settings = loaded.settings
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
@@ -480,7 +481,7 @@ def cmd_report(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 def cmd_outbox(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     import time
 
-    from chromowatch.deliver import flush_outbox
+    from chromowatch.reports.mail import flush_outbox
 
     settings = loaded.settings
     with _open_existing_store(settings) as store:
@@ -507,7 +508,7 @@ def cmd_outbox(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.export import export
+    from chromowatch.reports.export import export
 
     settings = loaded.settings
     with _open_existing_store(settings) as store:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from chromowatch import enhance, ingest, segment
+from chromowatch import enhance, ingest
 from chromowatch.errors import InputImageError, ModelError
 from chromowatch.records import BBox, Crop, Prediction, Spread
+from chromowatch.segmentation import segment
 from chromowatch.settings import Settings
 from chromowatch.store import ImageRow, Store, StoredCrop
 

@@ -1,6 +1,6 @@
 """Make docs/enhance-side-by-side.png: raw crop, enhanced crop, published crop, per class.
 
-Rows A, B, C. The raw crops are cut by chromowatch.segment from ../shared/data/ddx11 spreads
+Rows A, B, C. The raw crops are cut by chromowatch.segmentation from ../shared/data/ddx11 spreads
 (the crop whose box best matches a labelled chromosome of that class), enhanced by
 chromowatch.enhance; the third column is an expert-labelled crop of the same class from
 ../shared/data/ikemoto2023/crops/wt (already enhanced by the paper's authors).
@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from chromowatch.enhance import enhance_crop  # noqa: E402
 from chromowatch.ingest import read_spread  # noqa: E402
 from chromowatch.records import CLASS_NAMES, BBox, Crop  # noqa: E402
-from chromowatch.segment import segment  # noqa: E402
+from chromowatch.segmentation.segment import segment  # noqa: E402
 from chromowatch.settings import EnhanceSettings, IngestSettings, SegmentSettings  # noqa: E402
 
 TILE = 180

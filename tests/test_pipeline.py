@@ -12,11 +12,11 @@ import pytest
 
 from chromowatch.classify.library import ModelLibrary
 from chromowatch.cli import main
+from chromowatch.demo.synth import generate_spread, write_dataset
 from chromowatch.pipeline import process_file
 from chromowatch.records import Segmentation
 from chromowatch.settings import SegmentSettings, Settings
 from chromowatch.store import Store
-from chromowatch.synth import generate_spread, write_dataset
 from tests.helpers import install_tiny_model, settings_in
 
 
@@ -124,7 +124,7 @@ def test_a_jpeg_export_is_segmented_from_luma(env: Settings, tmp_path: Path,
     `process` and from `segment`; a PNG does not."""
     import cv2
 
-    from chromowatch import segment as segment_module
+    from chromowatch.segmentation import segment as segment_module
 
     seen: list[bool] = []
     real = segment_module.segment

@@ -1,6 +1,6 @@
 """A demonstration model for machines with no model and no way to fetch one.
 
-It is trained on generated crops (chromowatch.synth), enhanced by the pipeline's own step,
+It is trained on generated crops (chromowatch.demo.synth), enhanced by the pipeline's own step,
 so everything downstream runs for real; its numbers are labelled a demonstration wherever
 they are shown (the ensemble's name starts with "demo-" and its metrics say so).
 """
@@ -48,8 +48,8 @@ def training_crops(
     rather than on ideal crops is what makes the demonstration model usable on spreads.
     Each crop takes the class of the generated chromosome it overlaps (IoU >= 0.5).
     """
-    from chromowatch.segment import segment
-    from chromowatch.synth import generate_spread
+    from chromowatch.demo.synth import generate_spread
+    from chromowatch.segmentation.segment import segment
 
     rng = np.random.default_rng(seed)
     images: list[np.ndarray] = []

@@ -52,7 +52,7 @@ def ensure_model(settings: Settings, *, models_from: Path | None, offline: bool)
             return info.name
         except ChromowatchError as exc:
             log.warning("could not install the published models: %s", exc)
-    from chromowatch.bootstrap import bootstrap_demo_model
+    from chromowatch.demo.bootstrap import bootstrap_demo_model
 
     print("no model installed and the published models are out of reach: training a small "
           "DEMONSTRATION model on generated spreads (about a minute) ...")
@@ -63,10 +63,10 @@ def run_demo(settings: Settings, *, spreads: int, models_from: Path | None,
              offline: bool) -> int:
     """Install or bootstrap a model, fill the daemon's inbox with generated samples marked
     complete, and run the daemon until every sample is processed and reported."""
-    from chromowatch.bootstrap import is_demonstration
-    from chromowatch.daemon import run_daemon
-    from chromowatch.synth import write_dataset
-    from chromowatch.watch import watch_roots
+    from chromowatch.demo.bootstrap import is_demonstration
+    from chromowatch.demo.synth import write_dataset
+    from chromowatch.service.daemon import run_daemon
+    from chromowatch.service.watch import watch_roots
 
     name = ensure_model(settings, models_from=models_from, offline=offline)
     inbox = watch_roots(settings)[0]

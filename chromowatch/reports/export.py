@@ -13,8 +13,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from chromowatch.aggregate import CropObservation
 from chromowatch.records import CLASS_NAMES
+from chromowatch.reports.stats import CropObservation
 from chromowatch.settings import Settings
 from chromowatch.store import Store
 
@@ -65,7 +65,7 @@ def crop_rows(settings: Settings, store: Store, samples: Sequence[str]) -> list[
 
 def metaphase_rows(settings: Settings, store: Store,
                    samples: Sequence[str]) -> list[dict[str, Any]]:
-    from chromowatch.report import load_sample
+    from chromowatch.reports.report import load_sample
 
     out = []
     for sample in samples:
@@ -76,7 +76,7 @@ def metaphase_rows(settings: Settings, store: Store,
 
 
 def sample_rows(settings: Settings, store: Store, samples: Sequence[str]) -> list[dict[str, Any]]:
-    from chromowatch.report import correction_for, current_model_info, load_sample
+    from chromowatch.reports.report import correction_for, current_model_info, load_sample
 
     model = current_model_info(settings)
     out = []

@@ -29,7 +29,7 @@ from chromowatch.settings import MailSettings, Settings
 from chromowatch.store import OutboxMail, Store
 
 if TYPE_CHECKING:
-    from chromowatch.report import ReportFiles
+    from chromowatch.reports.report import ReportFiles
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Render one report's HTML to PDF with weasyprint, in a process of its own.
 
-Run as `python -m chromowatch.render_pdf HTML PDF --root DIR`. A separate process bounds
+Run as `python -m chromowatch.reports.pdf HTML PDF --root DIR`. A separate process bounds
 weasyprint's time and memory (the caller kills it on timeout) and keeps a crash out of the
 daemon. The URL fetcher only serves files inside the report's own folder: a report shows
 crops and thumbnails it was given, never anything from the network or elsewhere on disk.
@@ -71,7 +71,7 @@ def render(html_path: Path, pdf_path: Path, root: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chromowatch.render_pdf")
+    parser = argparse.ArgumentParser(prog="python -m chromowatch.reports.pdf")
     parser.add_argument("html")
     parser.add_argument("pdf")
     parser.add_argument("--root", required=True, help="the only folder resources may come from")

@@ -34,7 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from chromowatch import __version__
-from chromowatch.aggregate import (
+from chromowatch.errors import ChromowatchError, ReportError
+from chromowatch.records import CLASS_NAMES
+from chromowatch.reports.charts import CLASS_COLOURS, GREY, Series, grouped_bars, strip_plot
+from chromowatch.reports.stats import (
     GROUPS,
     Adjusted,
     Comparison,
@@ -44,9 +47,6 @@ from chromowatch.aggregate import (
     compare,
     summarize,
 )
-from chromowatch.errors import ChromowatchError, ReportError
-from chromowatch.records import CLASS_NAMES
-from chromowatch.report_charts import CLASS_COLOURS, GREY, Series, grouped_bars, strip_plot
 from chromowatch.settings import Settings
 from chromowatch.store import Store
 
@@ -422,8 +422,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def render_pdf(html_path: Path, pdf_path: Path, *, root: Path, timeout_s: float) -> None:
-    """Run chromowatch.render_pdf in a child process; ReportError on failure or timeout."""
-    cmd = [sys.executable, "-m", "chromowatch.render_pdf", str(html_path), str(pdf_path),
+    """Run chromowatch.reports.pdf in a child process; ReportError on failure or timeout."""
+    cmd = [sys.executable, "-m", "chromowatch.reports.pdf", str(html_path), str(pdf_path),
            "--root", str(root)]
     started = time.monotonic()
     try:
@@ -677,7 +677,7 @@ def on_sample_complete(settings: Settings, store: Store, sample: str) -> None:
     """Render a new report version of `sample` and queue its mail, unless nothing it would
     show has changed since the last version (then it does nothing). Called by the daemon
     when a sample completes and when its labels or the current model change."""
-    from chromowatch.deliver import compose
+    from chromowatch.reports.mail import compose
 
     if sample not in store.sample_names():
         # Every file of this sample had the content of another sample's file: stored once,

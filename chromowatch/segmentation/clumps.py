@@ -7,10 +7,15 @@ import math
 
 import numpy as np
 
-from chromowatch.foreground import Scale, Unit, find_units, typical_area
+from chromowatch.segmentation.foreground import Scale, Unit, find_units, typical_area
+from chromowatch.segmentation.sisters import (
+    COMPACT_ELONGATION,
+    best_pairs,
+    sister_score,
+    thin_limit,
+)
+from chromowatch.segmentation.split import fine_split, install_pieces
 from chromowatch.settings import SegmentSettings
-from chromowatch.sisters import COMPACT_ELONGATION, best_pairs, sister_score, thin_limit
-from chromowatch.split import fine_split, install_pieces
 
 #: An object paired with nothing and over this many typical objects may be a clump of a
 #: chromosome and a sister pair (`regroup_clumps`) ...

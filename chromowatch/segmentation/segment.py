@@ -22,8 +22,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from chromowatch.clumps import join_fragments, regroup_clumps
-from chromowatch.foreground import (
+from chromowatch.records import BBox, Crop, Segmentation
+from chromowatch.segmentation.clumps import join_fragments, regroup_clumps
+from chromowatch.segmentation.foreground import (
     Scale,
     Unit,
     find_units,
@@ -31,10 +32,9 @@ from chromowatch.foreground import (
     measure_scale,
     remove_nuclei,
 )
-from chromowatch.records import BBox, Crop, Segmentation
+from chromowatch.segmentation.sisters import pair_chromatids
+from chromowatch.segmentation.split import split_touching
 from chromowatch.settings import SegmentSettings
-from chromowatch.sisters import pair_chromatids
-from chromowatch.split import split_touching
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from chromowatch.foreground import Scale, Unit, typical_area
+from chromowatch.segmentation.foreground import Scale, Unit, typical_area
 from chromowatch.settings import SegmentSettings
 
 #: A unit whose length is under this many of its thicknesses has no measurable axis.

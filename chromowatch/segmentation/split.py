@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from chromowatch.foreground import Scale, Unit, find_units, typical_area
+from chromowatch.segmentation.foreground import Scale, Unit, find_units, typical_area
+from chromowatch.segmentation.sisters import axis_angle, chromatid_like, sister_score, thin_limit
 from chromowatch.settings import SegmentSettings
-from chromowatch.sisters import axis_angle, chromatid_like, sister_score, thin_limit
 
 #: Notches this share of `split_notch_depth` deep may end a cut (with a deep one opposite)
 #: when both pieces are single rods (`ROD_WIDTH`): two rods touching end to side or in a V.

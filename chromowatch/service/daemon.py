@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from chromowatch import __version__
 from chromowatch.errors import ChromowatchError, UsageError
-from chromowatch.ledger import BACKLOG_STATES, Job, Ledger
-from chromowatch.samples import Completion, flush_outbox, run_completion_hook
-from chromowatch.sdnotify import Notifier
+from chromowatch.service.ledger import BACKLOG_STATES, Job, Ledger
+from chromowatch.service.samples import Completion, flush_outbox, run_completion_hook
+from chromowatch.service.sdnotify import Notifier
+from chromowatch.service.watch import Watcher, root_problem, watch_roots
+from chromowatch.service.workers import Task, TaskResult, WorkerPool
 from chromowatch.settings import Settings, load_settings
 from chromowatch.store import Store
-from chromowatch.watch import Watcher, root_problem, watch_roots
-from chromowatch.workers import Task, TaskResult, WorkerPool
 
 if TYPE_CHECKING:
     from chromowatch.classify.ensemble import Ensemble
@@ -535,7 +535,7 @@ class Daemon:
         return bool(rows) and all(r["completed_at"] is not None for r in rows)
 
     def _finish_report(self) -> int:
-        from chromowatch.tables import format_counts_table
+        from chromowatch.reports.tables import format_counts_table
 
         s = self.settings
         names = [r["name"] for r in self.store.sample_state_rows()]
@@ -705,7 +705,7 @@ class Daemon:
         m = self.settings.metrics
         if not m.port:
             return
-        from chromowatch.metrics import MetricsServer
+        from chromowatch.service.metrics import MetricsServer
 
         try:
             server = MetricsServer(m.host, m.port)
@@ -717,7 +717,7 @@ class Daemon:
         log.info("metrics on http://%s:%d/metrics", m.host, server.port)
 
     def _publish_metrics(self, snap: dict[str, Any]) -> None:
-        from chromowatch.metrics import daemon_families, render, write_textfile
+        from chromowatch.service.metrics import daemon_families, render, write_textfile
 
         text = render(daemon_families(snap))
         if self._metrics is not None:

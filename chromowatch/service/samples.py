@@ -57,7 +57,7 @@ class SampleRules:
 def run_completion_hook(settings: Settings, store: Store, sample: str) -> tuple[str, str | None]:
     """Call the reports code for a completed sample: ('done'|'failed'|'unavailable', error)."""
     try:
-        from chromowatch.report import on_sample_complete
+        from chromowatch.reports.report import on_sample_complete
     except ImportError as exc:
         log.warning("sample %s complete; its report is not rendered because the reports code "
                     "is not available (%s)", sample, exc)
@@ -74,7 +74,7 @@ def run_completion_hook(settings: Settings, store: Store, sample: str) -> tuple[
 def flush_outbox(settings: Settings, store: Store) -> int:
     """Send waiting report emails through the delivery code, when it is installed."""
     try:
-        from chromowatch.deliver import flush_outbox as deliver_flush
+        from chromowatch.reports.mail import flush_outbox as deliver_flush
     except ImportError as exc:
         log.debug("email delivery not available (%s)", exc)
         return 0

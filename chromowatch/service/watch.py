@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chromowatch.ledger import Candidate, Ledger
-from chromowatch.samples import SampleRules
+from chromowatch.service.ledger import Candidate, Ledger
+from chromowatch.service.samples import SampleRules
 from chromowatch.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_classify_bundle import make_bundle
 from torchvision import transforms
 
 from chromowatch.classify.architectures import load_weights
@@ -14,6 +13,7 @@ from chromowatch.classify.bundle import Bundle
 from chromowatch.classify.ensemble import Ensemble, resize_like_pil
 from chromowatch.errors import ModelError
 from chromowatch.records import CLASS_NAMES
+from tests.classify.test_bundle import make_bundle
 
 
 def crops(n: int, seed: int = 0) -> list[np.ndarray]:

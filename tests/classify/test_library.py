@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_classify_bundle import make_bundle
 
 from chromowatch.classify import ModelLibrary, describe_library
 from chromowatch.errors import ModelError
+from tests.classify.test_bundle import make_bundle
 
 FETCH = "chromowatch models fetch ikemoto2023"
 

@@ -122,7 +122,7 @@ def test_oversized_download_is_cut_off(tmp_path: Path, serve: functools.partial[
 
 
 def test_an_existing_current_ensemble_stays_current(tmp_path: Path) -> None:
-    from test_classify_bundle import make_bundle
+    from tests.classify.test_bundle import make_bundle
 
     library = ModelLibrary(tmp_path / "lib")
     library.save_bundle(make_bundle(1), "own")

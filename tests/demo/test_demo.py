@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from chromowatch.bootstrap import DEMO_ENSEMBLE, bootstrap_demo_model, is_demonstration
 from chromowatch.classify.library import ModelLibrary
 from chromowatch.cli import main
+from chromowatch.demo.bootstrap import DEMO_ENSEMBLE, bootstrap_demo_model, is_demonstration
 from tests.helpers import settings_in
 
 

@@ -13,8 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from chromowatch.records import BBox
-from chromowatch.synth import (
+from chromowatch.demo.synth import (
     GAP_PX,
     MASK_THRESHOLD,
     SAMPLE_MIXES,
@@ -26,6 +25,7 @@ from chromowatch.synth import (
     write_dataset,
     yolo_lines,
 )
+from chromowatch.records import BBox
 
 
 def _spread(seed: int, **kwargs: Any) -> SynthSpread:

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from report_fixtures import add_image, make_sample
 
 from chromowatch.cli import main
-from chromowatch.export import CROP_COLUMNS, SAMPLE_COLUMNS
+from chromowatch.reports.export import CROP_COLUMNS, SAMPLE_COLUMNS
 from chromowatch.store import Store
+from tests.reports.fixtures import add_image, make_sample
 
 
 @pytest.fixture()

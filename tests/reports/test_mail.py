@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 from pypdf import PdfReader
-from report_fixtures import make_sample
 
-from chromowatch.deliver import backoff_s, flush_outbox, header_safe, recipients_for
-from chromowatch.report import on_sample_complete
+from chromowatch.reports.mail import backoff_s, flush_outbox, header_safe, recipients_for
+from chromowatch.reports.report import on_sample_complete
 from chromowatch.settings import MailSettings, Settings, load_settings
 from chromowatch.store import Store
+from tests.reports.fixtures import make_sample
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Inbox:
@@ -145,8 +145,8 @@ def test_server_down_then_back_across_a_restart(tmp_path: Path) -> None:
         "import sys\n"
         "from chromowatch.settings import load_settings\n"
         "from chromowatch.store import Store\n"
-        "from chromowatch.report import on_sample_complete\n"
-        "from chromowatch.deliver import flush_outbox\n"
+        "from chromowatch.reports.report import on_sample_complete\n"
+        "from chromowatch.reports.mail import flush_outbox\n"
         "s = load_settings(sys.argv[1]).settings\n"
         "with Store.open(s.paths.db) as store:\n"
         "    if sys.argv[2] == 'complete':\n"

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
-from report_fixtures import add_image, make_sample
 
 from chromowatch.errors import ReportError
-from chromowatch.render_pdf import FetchRefused, allowed_path
-from chromowatch.report import (
+from chromowatch.reports.pdf import FetchRefused, allowed_path
+from chromowatch.reports.report import (
     ModelInfo,
     confusion_from_metrics,
     control_for,
@@ -26,6 +25,7 @@ from chromowatch.report import (
 )
 from chromowatch.settings import Settings
 from chromowatch.store import Store
+from tests.reports.fixtures import add_image, make_sample
 
 CONFUSION = [[97, 3, 0], [2, 85, 13], [0, 2, 98]]
 MODEL = ModelInfo("ikemoto2023", "2025-01-01", 30, {"accuracy": 0.9333}, CONFUSION, "f1")
@@ -107,7 +107,7 @@ def test_fetcher_serves_only_the_reports_own_files(tmp_path: Path) -> None:
     root = tmp_path / "report"
     (root / "assets").mkdir(parents=True)
     outside = tmp_path / "secret.png"
-    png = (Path(__file__).parent / "report_fixtures.py")  # any file: only the path matters
+    png = (Path(__file__).parent / "fixtures.py")  # any file: only the path matters
     assert allowed_path((root / "assets" / "a.png").as_uri(), root) == root / "assets" / "a.png"
     for url in (outside.as_uri(), (root / ".." / "secret.png").as_uri(),
                 "http://127.0.0.1:9/x.png", "https://example.org/x.png", png.as_uri()):

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from report_fixtures import make_sample
 
 from chromowatch.cli import main
-from chromowatch.report import on_sample_complete
+from chromowatch.reports.report import on_sample_complete
 from chromowatch.settings import load_settings
 from chromowatch.store import Store
+from tests.reports.fixtures import make_sample
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from chromowatch.aggregate import (
+from chromowatch.reports.stats import (
     CropObservation,
     Proportion,
     adjust_for_confusion,

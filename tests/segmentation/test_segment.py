@@ -14,12 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
-from chromowatch import segment as segment_module
-from chromowatch import sisters as sisters_module
-from chromowatch import split as split_module
 from chromowatch.ingest import to_rgb8
 from chromowatch.records import BBox, Segmentation
-from chromowatch.segment import CLASS_COLOURS, draw_overlay, segment
+from chromowatch.segmentation import segment as segment_module
+from chromowatch.segmentation import sisters as sisters_module
+from chromowatch.segmentation import split as split_module
+from chromowatch.segmentation.segment import CLASS_COLOURS, draw_overlay, segment
 from chromowatch.settings import SegmentSettings
 
 GLASS = (104, 102, 104)
@@ -223,7 +223,7 @@ def _jpeg(rgb: np.ndarray, quality: int = 75) -> np.ndarray:
 def test_luma_keeps_the_gap_a_jpeg_blurs_in_the_stain_channel() -> None:
     """JPEG keeps colour at half resolution: the gap between two close rods is shallower in
     the stain's channel than the lossless image shows it, but as deep in luma."""
-    from chromowatch.foreground import measure_darkness
+    from chromowatch.segmentation.foreground import measure_darkness
 
     def gap_depth(rgb: np.ndarray, luma: bool) -> float:
         dark, _ = measure_darkness(rgb, luma=luma)
@@ -407,7 +407,7 @@ def test_a_short_sister_pair_splayed_apart_stays_one_object() -> None:
 
 def test_watershed_pieces_keep_only_their_body() -> None:
     """A stray pixel of a piece beyond its neighbour would stretch the piece's box."""
-    from chromowatch.split import _drop_fragments
+    from chromowatch.segmentation.split import _drop_fragments
 
     markers = np.zeros((20, 30), np.int32)
     markers[2:8, 2:12] = 1
@@ -420,7 +420,7 @@ def test_watershed_pieces_keep_only_their_body() -> None:
 
 def test_rod_like_tells_one_rod_from_a_v_or_a_blob() -> None:
     """The check that lets a cut end at a shallow notch: both pieces must be single rods."""
-    from chromowatch.split import _rod_like
+    from chromowatch.segmentation.split import _rod_like
 
     canvas = np.zeros((80, 80), np.uint8)
     rod = cv2.line(canvas.copy(), (10, 40), (70, 30), 1, 9)
@@ -636,8 +636,8 @@ def _end(mask: np.ndarray, angle: float, sign: float) -> np.ndarray:
 
 
 def _rods_drawn(rng: np.random.Generator, classes: str = "A" * 12) -> np.ndarray:
-    """Darkness of twelve chromosomes drawn by chromowatch.synth on a grid (class A rods)."""
-    from chromowatch import synth
+    """Darkness of twelve chromosomes drawn by chromowatch.demo.synth on a grid (class A rods)."""
+    from chromowatch.demo import synth
 
     dark = np.zeros((480, 720), np.float32)
     for k, cls in enumerate(classes):
@@ -671,7 +671,7 @@ def _press(
 
 def _spread_rgb(rng: np.random.Generator, dark: np.ndarray) -> np.ndarray:
     """The darkness map on glass through the synthetic chromatin's colour, blurred, noisy."""
-    from chromowatch import synth
+    from chromowatch.demo import synth
 
     rgb = np.array(GLASS, np.float32) * np.exp(-1.1 * dark[..., None] * synth._CHROMATIN_OD)
     rgb = cv2.GaussianBlur(rgb, (0, 0), 1.0) + rng.normal(0, 1.0, rgb.shape)
@@ -684,7 +684,7 @@ def _pressed_pair_spread(
     """Twelve chromosomes (class A rods unless `classes` says), and two class A rods pressed
     end to end at `turn` radians, 2 px into each other: one object. The spread, and the
     pair's true boxes."""
-    from chromowatch import synth
+    from chromowatch.demo import synth
 
     rng = np.random.default_rng(seed)
     dark = _rods_drawn(rng, classes)
@@ -700,7 +700,7 @@ def _pressed_pair_spread(
 def _pressed_to_side_spread(length: float, turn: float, seed: int) -> tuple[np.ndarray, list[BBox]]:
     """Twelve class A rods, a long one (64 px) lying flat and a short one (`length` px) at
     `turn` radians whose lower end is pressed 2 px into the long one's side at its middle."""
-    from chromowatch import synth
+    from chromowatch.demo import synth
 
     rng = np.random.default_rng(seed)
     dark = _rods_drawn(rng)
@@ -752,7 +752,7 @@ def test_a_short_rod_pressed_against_a_long_ones_side_is_cut_off(
 def _parallel_rods_spread(seed: int, gap: int, classes: str) -> tuple[np.ndarray, list[BBox]]:
     """Twelve chromosomes of `classes` and two class A rods lying parallel, `gap` px apart.
     The spread, and the two rods' true boxes."""
-    from chromowatch import synth
+    from chromowatch.demo import synth
 
     rng = np.random.default_rng(seed)
     dark = _rods_drawn(rng, classes)
@@ -803,7 +803,7 @@ def test_rods_cut_at_a_kink_are_not_taken_back_for_splayed_sisters() -> None:
     profiles; the touching-sisters test used to take them back as sisters splayed from one
     end, being as thin as the spread's thin mode. A kink cut's pieces now answer to the
     kink cut's own whole-chromosome tests only."""
-    from chromowatch import synth
+    from chromowatch.demo import synth
 
     spread = synth.dataset_spread(46, 1, 6)
     region = BBox(205, 200, 50, 75)
@@ -902,8 +902,8 @@ def test_a_short_pair_touching_a_chromosome_is_regrouped_as_its_own_crop(seed: i
 def test_a_lone_chromatid_cut_off_its_pair_rejoins_the_piece_it_continues() -> None:
     """The watershed of a clump cut one chromatid (thin, under half a typical object) off
     the rest of its pair, end to end: it joins that piece instead of being its own crop."""
-    from chromowatch.clumps import join_fragments
-    from chromowatch.foreground import Scale, find_units
+    from chromowatch.segmentation.clumps import join_fragments
+    from chromowatch.segmentation.foreground import Scale, find_units
 
     labels = np.zeros((200, 400), np.int32)
     labels[20:50, 50:54] = 1  # the lone chromatid
@@ -927,8 +927,8 @@ def test_a_lone_chromatid_cut_off_its_pair_rejoins_the_piece_it_continues() -> N
 def test_installed_pieces_take_labels_past_the_largest_piece_number() -> None:
     """Pieces numbered 1 and 3 (a splitter left number 2 unused) go in as n and n+2, and the
     next free label is n+3: counting the pieces instead would hand n+2 out twice."""
-    from chromowatch.foreground import Unit
-    from chromowatch.split import install_pieces
+    from chromowatch.segmentation.foreground import Unit
+    from chromowatch.segmentation.split import install_pieces
 
     labels = np.zeros((6, 10), np.int32)
     labels[1:5, 2:9] = 7
@@ -953,7 +953,7 @@ def test_a_split_that_leaves_one_piece_keeps_the_label_map_consistent() -> None:
     2 of a nucleus's remnant): the next object's labels must start past it, or two objects
     share a label and one of them loses its pixels (this spread of six nuclei and no
     metaphase, synthetic seed 10, raised ValueError)."""
-    from chromowatch import synth
+    from chromowatch.demo import synth
 
     rng = np.random.default_rng(np.random.SeedSequence(10, spawn_key=(0, 2)))
     metaphases = int(rng.choice([0, 1, 2], p=[0.05, 0.8, 0.15]))

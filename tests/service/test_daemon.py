@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # Watcher, daemon and ledger threads must all stop when a test ends (conftest.py).
@@ -63,7 +63,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def base_spreads(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
     import cv2
 
-    from chromowatch.synth import write_dataset
+    from chromowatch.demo.synth import write_dataset
 
     out = tmp_path_factory.mktemp("synth")
     paths = write_dataset(out, samples=1, spreads=3, seed=11)
@@ -585,7 +585,7 @@ def test_nightly_retraining_catches_up_and_failures_do_not_stop_the_daemon(
 
 
 def test_retrain_failure_is_a_clear_error(tmp_path: Path) -> None:
-    from chromowatch.daemon import Daemon
+    from chromowatch.service.daemon import Daemon
     from chromowatch.settings import Settings
 
     d = Daemon(Settings(paths={"data_dir": str(tmp_path)}))
@@ -602,7 +602,7 @@ def test_retrain_failure_is_a_clear_error(tmp_path: Path) -> None:
 def test_retrain_runs_niced_from_its_first_instruction(tmp_path: Path) -> None:
     """The niceness is in place before the command runs (it was once set after the start,
     and a quick command could read 0)."""
-    from chromowatch.daemon import Daemon
+    from chromowatch.service.daemon import Daemon
     from chromowatch.settings import Settings
 
     d = Daemon(Settings(paths={"data_dir": str(tmp_path)},
@@ -620,7 +620,7 @@ def test_last_due_before_finds_the_missed_night() -> None:
 
     from apscheduler.triggers.cron import CronTrigger
 
-    from chromowatch.daemon import last_due_before
+    from chromowatch.service.daemon import last_due_before
 
     trigger = CronTrigger.from_crontab("0 2 * * *", timezone="UTC")
     now = datetime(2026, 3, 10, 1, 0, tzinfo=UTC)

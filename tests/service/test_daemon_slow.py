@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_daemon import (  # noqa: F401 (fixtures are used by name)
+from tests.service.test_daemon import (  # noqa: F401 (fixtures are used by name)
     DaemonProcess,
     base_spreads,
     env,

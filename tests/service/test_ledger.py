@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chromowatch.ledger import Candidate, Ledger, backoff_s
+from chromowatch.service.ledger import Candidate, Ledger, backoff_s
 from chromowatch.settings import DaemonSettings
 from chromowatch.store import Store
 

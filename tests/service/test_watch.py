@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from chromowatch.ledger import Candidate
-from chromowatch.samples import SampleRules
+from chromowatch.service.ledger import Candidate
+from chromowatch.service.samples import SampleRules
+from chromowatch.service.watch import IgnoreRules, StabilityTracker, Watcher, root_problem
 from chromowatch.settings import SamplesSettings, Settings
-from chromowatch.watch import IgnoreRules, StabilityTracker, Watcher, root_problem
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100 + b"IEND\xaeB`\x82"
 

@@ -1,6 +1,6 @@
-"""Stand-ins for the training job, run in the spawned subprocess by tests/test_training.py.
+"""Stand-ins for the training job, run in the spawned subprocess by tests/training/test_training.py.
 
-They live in a module of their own (importable as tests.training_fakes from the repo root)
+They live in a module of their own (importable as tests.training.fakes from the repo root)
 so that a spawned child can import them by name.
 """
 

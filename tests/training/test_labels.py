@@ -22,7 +22,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def _crop_folder(root: Path, n: int = 9, seed: int = 0) -> Path:
-    from chromowatch.synth import generate_crops
+    from chromowatch.demo.synth import generate_crops
 
     for i, (rgb, cls) in enumerate(generate_crops(np.random.default_rng(seed), n)):
         d = root / cls.lower()
@@ -87,7 +87,7 @@ def test_import_folder_needs_class_folders(settings: Settings, tmp_path: Path) -
 
 def test_import_yolo_cuts_enhances_and_matches_stored_crops(settings: Settings,
                                                             tmp_path: Path) -> None:
-    from chromowatch.synth import write_dataset
+    from chromowatch.demo.synth import write_dataset
 
     write_dataset(tmp_path / "syn", samples=1, spreads=2, seed=0)
     sample = tmp_path / "syn" / "synthetic-01"

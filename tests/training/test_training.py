@@ -23,7 +23,7 @@ from chromowatch.training.calibrate import bake_temperature, ensemble_nll, fit_t
 from chromowatch.training.evaluate import choose_members, decide, score
 from chromowatch.training.finetune import train_members
 from chromowatch.training.job import TrainingError
-from tests import training_fakes
+from tests.training import fakes as training_fakes
 from tests.helpers import install_tiny_model, settings_in
 
 
@@ -31,10 +31,10 @@ from tests.helpers import install_tiny_model, settings_in
 def _synthetic(n: int, seed: int) -> list[dataset.LabelledCrop]:
     """Enhanced synthetic crops as labelled crops (pixels hashed like real ones); cached,
     since generating them takes a while (do not modify the result)."""
+    from chromowatch.demo.synth import generate_crops
     from chromowatch.enhance import enhance_crop
     from chromowatch.records import BBox, Crop
     from chromowatch.settings import EnhanceSettings
-    from chromowatch.synth import generate_crops
 
     out = []
     for i, (rgb, cls) in enumerate(generate_crops(np.random.default_rng(seed), n)):
@@ -304,7 +304,7 @@ def labelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 def _raw_crops(n: int, seed: int = 0) -> list[tuple[np.ndarray, str]]:
-    from chromowatch.synth import generate_crops
+    from chromowatch.demo.synth import generate_crops
 
     return generate_crops(np.random.default_rng(seed), n)
 

@@ -1,0 +1,1 @@
+"""The daemon: watch the export folders, run the pipeline in workers, report, retrain."""
