@@ -15,11 +15,14 @@ import logging
 
 import numpy as np
 
-from chromowatch.records import Crop
+from chromowatch.records import BBox, Crop
 from chromowatch.settings import EnhanceSettings
 
 log = logging.getLogger(__name__)
 
+#: The name of this enhancement (the paper's step 2, white background). A model records the
+#: enhancement its training crops had; the pipeline feeds only models that expect this one.
+ENHANCEMENT = "ikemoto2023"
 WHITE = 255
 
 
@@ -131,3 +134,9 @@ def enhance_crop(crop: Crop, settings: EnhanceSettings) -> np.ndarray:
     out = linear(out, settings.alpha, settings.beta)
     out = gamma(out, settings.gamma)
     return erase_edge_objects(out, settings.edge_object_fraction)
+
+
+def enhance_whole(rgb: np.ndarray, settings: EnhanceSettings) -> np.ndarray:
+    """A whole image taken as one crop (a single-chromosome picture, not a spread)."""
+    h, w = rgb.shape[:2]
+    return enhance_crop(Crop(index=0, bbox=BBox(0, 0, w, h), rgb=rgb), settings)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from chromowatch import enhance, ingest
+from chromowatch.enhance import ENHANCEMENT
 from chromowatch.errors import InputImageError, ModelError
 from chromowatch.records import BBox, Crop, Prediction, Spread
 from chromowatch.segmentation import segment
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The enhancement this pipeline applies to crops; a model must expect exactly this.
-PIPELINE_ENHANCEMENT = "ikemoto2023"
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,10 @@ class ImageResult:
 
 
 def check_model_fits(ensemble: Ensemble) -> None:
-    if ensemble.enhancement != PIPELINE_ENHANCEMENT:
+    if ensemble.enhancement != ENHANCEMENT:
         raise ModelError(
             f"model {ensemble.name} expects {ensemble.enhancement!r} crops, but the pipeline "
-            f"produces {PIPELINE_ENHANCEMENT!r} crops",
+            f"produces {ENHANCEMENT!r} crops",
             hint="choose another model with --model or classify.model",
         )
 

@@ -12,6 +12,18 @@ import numpy as np
 
 CLASS_NAMES: tuple[str, str, str] = ("A", "B", "C")
 
+#: The one palette for classes wherever they are drawn (report charts, spread overlays):
+#: Okabe-Ito colours, distinguishable with the common colour-vision deficiencies.
+CLASS_COLOURS: dict[str, str] = {"A": "#0072B2", "B": "#E69F00", "C": "#D55E00", "B+C": "#CC79A7"}
+UNLABELLED_COLOUR = "#8a8a8a"  # a crop without a class (yet)
+FLAGGED_COLOUR = "#CC00CC"  # a crop held back for review
+
+
+def hex_to_rgb(colour: str) -> tuple[int, int, int]:
+    """'#RRGGBB' as an (r, g, b) tuple, for drawing with OpenCV (reverse it for BGR)."""
+    value = colour.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
 
 @dataclass(frozen=True)
 class BBox:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chromowatch.enhance import ENHANCEMENT
 from chromowatch.errors import ModelError
+from chromowatch.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +31,6 @@ BUNDLE_FORMAT_VERSION = 1
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # The enhancement the inputs went through before the model saw them.
-ENHANCEMENT_IKEMOTO2023 = "ikemoto2023"  # the paper's step 2, white background
 ENHANCEMENT_NONE = "none"
 
 
@@ -48,7 +48,7 @@ class Bundle:
     input_size: tuple[int, int]  # (height, width)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    enhancement: str = ENHANCEMENT_IKEMOTO2023
+    enhancement: str = ENHANCEMENT
     meta: Mapping[str, str] = field(default_factory=dict)
     # Where it was read from, for error messages; not saved.
     origin: str = field(default="<memory>", compare=False)
@@ -105,30 +105,6 @@ def _to_payload(bundle: Bundle) -> dict[str, Any]:
         "weights_sha256": bundle.weights_sha256,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in bundle.state_dict.items()},
     }
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `path.part`, fsync, rename over `path`, fsync the folder: all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    try:
-        with part.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def bundle_to_bytes(bundle: Bundle) -> bytes:

@@ -24,8 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chromowatch.classify.bundle import Bundle, atomic_write_bytes, load_bundle, save_bundle
+from chromowatch.classify.bundle import Bundle, load_bundle, save_bundle
 from chromowatch.errors import ModelError
+from chromowatch.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from chromowatch.classify.ensemble import Ensemble

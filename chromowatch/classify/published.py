@@ -23,12 +23,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chromowatch.classify.bundle import (
-    ENHANCEMENT_IKEMOTO2023,
     IMAGENET_MEAN,
     IMAGENET_STD,
     Bundle,
 )
 from chromowatch.classify.library import EnsembleInfo, ModelLibrary
+from chromowatch.enhance import ENHANCEMENT
 from chromowatch.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ IKEMOTO2023 = PublishedSet(
     },
     class_names=("A", "B", "C"),  # published folder names a, b, c
     input_size=(224, 224),
-    enhancement=ENHANCEMENT_IKEMOTO2023,
+    enhancement=ENHANCEMENT,
     max_bytes=16 << 20,
     citation="Ikemoto et al., Sci Rep 2023; github.com/ikmtd/Classification_Demonstration (MIT)",
     # Measured by tests/test_classify_published.py on ikemoto2023/crops/wt (652 crops).

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chromowatch.classify.bundle import atomic_write_bytes
 from chromowatch.errors import ModelError
+from chromowatch.files import atomic_write_bytes
 from chromowatch.records import CLASS_NAMES
 from chromowatch.settings import Settings
 

@@ -71,7 +71,7 @@ def test_save_replaces_atomically_and_leaves_no_part_on_failure(
     def boom(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("chromowatch.classify.bundle.os.fsync", boom)
+    monkeypatch.setattr("chromowatch.files.os.fsync", boom)
     with pytest.raises(OSError, match="disk full"):
         save_bundle(make_bundle(2), path)
     assert path.read_bytes() == before, "the old bundle is untouched"

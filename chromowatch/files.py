@@ -1,0 +1,72 @@
+"""Files that must appear whole or not at all, and where a spread's crop images live.
+
+Every file chromowatch writes for another process or a later run (models, crops, reports,
+metrics) goes through `atomic_write_bytes`: a crash or power cut leaves the old file or the new
+one, never half of either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (the folder's entry), where the file system allows."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `path.part`, fsync, rename over `path`, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    try:
+        with part.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_replace(part: Path, path: Path) -> None:
+    """Publish a file another writer (a library) made at `part`: fsync it, rename, fsync the
+    folder."""
+    with part.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(part, path)
+    _fsync_folder(path.parent)
+
+
+def crop_dir(crops_root: Path, sha256: str) -> Path:
+    """The folder of one spread's crop images: <crops>/<first two hex digits>/<sha256>/."""
+    return crops_root / sha256[:2] / sha256
+
+
+def write_crop_png(directory: Path, index: int, rgb: np.ndarray) -> str:
+    """Write crop `index` of a spread as <directory>/NNNN.png; returns its path."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode crop {index} as PNG")
+    target = directory / f"{index:04d}.png"
+    atomic_write_bytes(target, encoded.tobytes())
+    return str(target)

@@ -1,0 +1,53 @@
+"""Atomic writes and the crop file layout (chromowatch.files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chromowatch import files
+
+
+def test_atomic_write_replaces_whole_and_leaves_no_part(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "report.html"
+    files.atomic_write_text(path, "old")
+    files.atomic_write_text(path, "new")
+    assert path.read_text() == "new"
+    assert [p.name for p in path.parent.iterdir()] == ["report.html"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m.json"
+    files.atomic_write_text(path, "old")
+
+    def boom(_fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("chromowatch.files.os.fsync", boom)
+    with pytest.raises(OSError, match="disk full"):
+        files.atomic_write_text(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_atomic_replace_publishes_a_part_file(tmp_path: Path) -> None:
+    part = tmp_path / "r.pdf.part"
+    part.write_bytes(b"%PDF")
+    files.atomic_replace(part, tmp_path / "r.pdf")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.pdf"]
+
+
+def test_crop_png_round_trips_in_the_spreads_folder(tmp_path: Path) -> None:
+    import cv2
+
+    sha = "ab" + "0" * 62
+    folder = files.crop_dir(tmp_path, sha)
+    assert folder == tmp_path / "ab" / sha
+    rgb = np.zeros((5, 7, 3), np.uint8)
+    rgb[..., 0] = 200  # red, so an RGB/BGR mix-up shows
+    written = files.write_crop_png(folder, 3, rgb)
+    assert written == str(folder / "0003.png")
+    back = cv2.cvtColor(cv2.imread(written), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(back, rgb)
