@@ -7,10 +7,11 @@ image is either fully stored or not at all.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +246,131 @@ class SampleCounts:
         }
 
 
+def fingerprint_labels(labels: Iterable[tuple[int, str]]) -> tuple[str, int]:
+    """(sha256 over every (crop id, class) by crop id, how many): the one definition, so the
+    store's "nothing new" check and a training run's record cannot drift apart."""
+    h = hashlib.sha256()
+    n = 0
+    for crop_id, cls in sorted(labels):
+        h.update(f"{crop_id}:{cls}\n".encode())
+        n += 1
+    return h.hexdigest(), n
+
+
+def _bbox(row: sqlite3.Row) -> BBox:
+    return BBox(int(row["x"]), int(row["y"]), int(row["w"]), int(row["h"]))
+
+
+@dataclass(frozen=True)
+class LabelEntry:
+    """One confirmation of a crop's class; `superseded_at` is None for the current one."""
+
+    id: int
+    crop_id: int
+    cls: str
+    source: str
+    who: str
+    created_at: float
+    superseded_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> LabelEntry:
+        return cls(id=int(row["id"]), crop_id=int(row["crop_id"]), cls=str(row["class"]),
+                   source=str(row["source"]), who=str(row["who"]),
+                   created_at=float(row["created_at"]), superseded_at=row["superseded_at"])
+
+
+@dataclass(frozen=True)
+class CurrentLabel:
+    """A crop's confirmed label with what training and export need of the crop."""
+
+    crop_id: int
+    cls: str
+    source: str
+    who: str
+    created_at: float
+    file: str
+    bbox: BBox
+    image_path: str
+    sample: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> CurrentLabel:
+        return cls(crop_id=int(row["crop_id"]), cls=str(row["class"]), source=str(row["source"]),
+                   who=str(row["who"]), created_at=float(row["created_at"]),
+                   file=str(row["file"]), bbox=_bbox(row), image_path=str(row["image_path"]),
+                   sample=str(row["sample"]))
+
+
+@dataclass(frozen=True)
+class ImageCrop:
+    """A stored crop of one image; `confirmed` is its current label (None: unlabelled)."""
+
+    id: int
+    image_id: int
+    index: int
+    bbox: BBox
+    metaphase: int
+    file: str
+    flags: frozenset[str]
+    confirmed: str | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ImageCrop:
+        keys = row.keys()
+        return cls(id=int(row["id"]), image_id=int(row["image_id"]), index=int(row["idx"]),
+                   bbox=_bbox(row), metaphase=int(row["metaphase"]), file=str(row["file"]),
+                   flags=frozenset(f for f in str(row["flags"]).split(",") if f),
+                   confirmed=row["confirmed"] if "confirmed" in keys else None)
+
+
+@dataclass(frozen=True)
+class PredictedCrop:
+    """A stored crop with its latest prediction."""
+
+    crop: ImageCrop
+    label: str
+    probs: dict[str, float]
+    model_version: str
+
+    @property
+    def id(self) -> int:
+        return self.crop.id
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> PredictedCrop:
+        return cls(crop=ImageCrop.from_row(row), label=str(row["label"]),
+                   probs={"A": float(row["p_a"]), "B": float(row["p_b"]), "C": float(row["p_c"])},
+                   model_version=str(row["model_version"]))
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One finished or failed `chromowatch train` run and the labels it saw."""
+
+    id: int
+    started_at: float
+    finished_at: float
+    status: str  # promoted, kept, failed
+    labels_fingerprint: str
+    labels: int
+    candidate: str | None
+    current_before: str | None
+    current_after: str | None
+    message: str | None
+    metrics: dict[str, object] | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> TrainingRun:
+        metrics = row["metrics"]
+        return cls(id=int(row["id"]), started_at=float(row["started_at"]),
+                   finished_at=float(row["finished_at"]), status=str(row["status"]),
+                   labels_fingerprint=str(row["labels_fingerprint"]), labels=int(row["labels"]),
+                   candidate=row["candidate"], current_before=row["current_before"],
+                   current_after=row["current_after"], message=row["message"],
+                   metrics=json.loads(metrics) if metrics is not None else None)
+
+
 @dataclass(frozen=True)
 class OutboxMail:
     """A mail ready for the outbox: the whole message, so it survives its report's files."""
@@ -408,21 +534,22 @@ class Store:
                 (crop_id, cls, source, who, now),
             )
 
-    def label_history(self, crop_id: int) -> list[sqlite3.Row]:
-        return self._conn.execute(
+    def label_history(self, crop_id: int) -> list[LabelEntry]:
+        """Every label a crop had, oldest first."""
+        return [LabelEntry.from_row(r) for r in self._conn.execute(
             "SELECT * FROM labels WHERE crop_id = ? ORDER BY id", (crop_id,)
-        ).fetchall()
+        )]
 
     # -- queries ------------------------------------------------------------------------
 
-    def image_crops(self, image_id: int) -> list[sqlite3.Row]:
+    def image_crops(self, image_id: int) -> list[PredictedCrop]:
         """Crops of one image with their latest prediction."""
-        return self._conn.execute(
+        return [PredictedCrop.from_row(r) for r in self._conn.execute(
             "SELECT c.*, p.label, p.p_a, p.p_b, p.p_c, p.model_version FROM crops c "
             "JOIN predictions p ON p.id = (SELECT MAX(id) FROM predictions WHERE crop_id = c.id) "
             "WHERE c.image_id = ? ORDER BY c.idx",
             (image_id,),
-        ).fetchall()
+        )]
 
     def sample_names(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT name FROM samples ORDER BY name")]
@@ -943,14 +1070,14 @@ class Store:
             ids.append(crop_id)
         return ids
 
-    def crops_of_image(self, image_id: int) -> list[sqlite3.Row]:
+    def crops_of_image(self, image_id: int) -> list[ImageCrop]:
         """Every crop of an image (with or without predictions) and its confirmed label."""
-        return self._conn.execute(
+        return [ImageCrop.from_row(r) for r in self._conn.execute(
             "SELECT c.*, (SELECT l.class FROM labels l WHERE l.crop_id = c.id "
             "AND l.superseded_at IS NULL) AS confirmed FROM crops c WHERE c.image_id = ? "
             "ORDER BY c.idx",
             (image_id,),
-        ).fetchall()
+        )]
 
     def set_labels(self, items: Sequence[tuple[int, str]], *, source: str, who: str) -> int:
         """Confirm many crops' classes in one transaction, keeping history; a crop already
@@ -985,29 +1112,22 @@ class Store:
                 changed += 1
         return changed
 
-    def current_labels(self) -> list[sqlite3.Row]:
+    def current_labels(self) -> list[CurrentLabel]:
         """Every crop's confirmed label with its crop file and sample, by crop id."""
-        return self._conn.execute(
+        return [CurrentLabel.from_row(r) for r in self._conn.execute(
             "SELECT l.crop_id, l.class, l.source, l.who, l.created_at, c.file, c.x, c.y, c.w, "
             "c.h, i.path AS image_path, s.name AS sample "
             "FROM labels l JOIN crops c ON c.id = l.crop_id JOIN images i ON i.id = c.image_id "
             "JOIN samples s ON s.id = i.sample_id "
             "WHERE l.superseded_at IS NULL ORDER BY l.crop_id"
-        ).fetchall()
+        )]
 
     def labels_fingerprint(self) -> tuple[str, int]:
         """(sha256 over every crop's confirmed class, how many): changes exactly when a label
         is added or changed, so training can tell that nothing is new."""
-        import hashlib
-
-        h = hashlib.sha256()
-        n = 0
-        for crop_id, cls in self._conn.execute(
+        return fingerprint_labels((int(crop_id), str(cls)) for crop_id, cls in self._conn.execute(
             "SELECT crop_id, class FROM labels WHERE superseded_at IS NULL ORDER BY crop_id"
-        ):
-            h.update(f"{crop_id}:{cls}\n".encode())
-            n += 1
-        return h.hexdigest(), n
+        ))
 
     def record_training_run(
         self,
@@ -1022,6 +1142,7 @@ class Store:
         message: str,
         metrics: dict[str, object] | None,
     ) -> int:
+        """Record a training run (its metrics as JSON); returns its id."""
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO training_runs(started_at, finished_at, status, labels_fingerprint, "
@@ -1033,9 +1154,10 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
-    def last_training_run(self, *, completed: bool = False) -> sqlite3.Row | None:
+    def last_training_run(self, *, completed: bool = False) -> TrainingRun | None:
         """The newest training run; with `completed`, the newest that did not fail."""
         where = "WHERE status != 'failed' " if completed else ""
-        return self._conn.execute(
+        row = self._conn.execute(
             "SELECT * FROM training_runs " + where + "ORDER BY id DESC LIMIT 1"
         ).fetchone()
+        return TrainingRun.from_row(row) if row is not None else None

@@ -71,13 +71,13 @@ def test_counts_use_confirmed_labels_and_leave_flagged_out(tmp_path: Path) -> No
         counts = store.sample_counts("s1")[0]
         assert counts.counts == {"A": 2, "B": 1, "C": 0} and counts.excluded == 1
         crops = store.image_crops(image)
-        store.add_label(crops[3]["id"], "C", source="review", who="ana")
-        store.add_label(crops[0]["id"], "B", source="review", who="ana")
-        store.add_label(crops[0]["id"], "A", source="review", who="ben")
+        store.add_label(crops[3].id, "C", source="review", who="ana")
+        store.add_label(crops[0].id, "B", source="review", who="ana")
+        store.add_label(crops[0].id, "A", source="review", who="ben")
         counts = store.sample_counts("s1")[0]
         assert counts.counts == {"A": 2, "B": 1, "C": 1} and counts.excluded == 0
-        history = store.label_history(crops[0]["id"])
-        assert [(h["class"], h["who"], h["superseded_at"] is None) for h in history] == [
+        history = store.label_history(crops[0].id)
+        assert [(h.cls, h.who, h.superseded_at is None) for h in history] == [
             ("B", "ana", False), ("A", "ben", True)]
         assert counts.fraction("A") == 0.5
 

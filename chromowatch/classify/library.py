@@ -72,7 +72,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _check_name(name: str, what: str) -> None:
+def check_name(name: str, what: str) -> None:
     if not _NAME.match(name) or name == CURRENT:
         raise ModelError(
             f"invalid {what} name {name!r}",
@@ -115,7 +115,7 @@ class ModelLibrary:
 
     def save_bundle(self, bundle: Bundle, name: str) -> BundleInfo:
         """Install (or replace) a bundle under `name`."""
-        _check_name(name, "bundle")
+        check_name(name, "bundle")
         path = self.bundle_path(name)
         sha256 = save_bundle(bundle, path)
         info = BundleInfo(name, path, bundle.arch, bundle.enhancement, sha256, _now())
@@ -162,7 +162,7 @@ class ModelLibrary:
         self, name: str, member_names: Sequence[str], metrics: Mapping[str, Any] | None = None
     ) -> EnsembleInfo:
         """Record an ensemble of installed bundles, pinning each member file's sha256."""
-        _check_name(name, "ensemble")
+        check_name(name, "ensemble")
         if not member_names:
             raise ModelError(f"ensemble {name!r} needs at least one member")
         if len(set(member_names)) != len(member_names):

@@ -24,7 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chromowatch.classify.crops import read_crop
+from chromowatch.errors import InputImageError
 from chromowatch.records import CLASS_NAMES
+from chromowatch.store import CurrentLabel
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +66,20 @@ def split_of(key: str, holdout_percent: float, validation_percent: float) -> str
     return TRAIN
 
 
-def load_labelled(rows: Sequence[object]) -> tuple[list[LabelledCrop], list[str]]:
+def load_labelled(rows: Sequence[CurrentLabel]) -> tuple[list[LabelledCrop], list[str]]:
     """The crops of the store's current labels (rows of Store.current_labels), deduplicated
     by content (the most recent label wins); unreadable files are reported and left out."""
-    from chromowatch.classify.crops import read_crop
-    from chromowatch.errors import InputImageError
-
     by_key: dict[str, tuple[float, LabelledCrop]] = {}
     problems: list[str] = []
-    for row in rows:
-        r: dict[str, object] = dict(row)  # type: ignore[call-overload]
+    for r in rows:
         try:
-            image = read_crop(str(r["file"]))
+            image = read_crop(r.file)
         except InputImageError as exc:
-            problems.append(f"crop {r['crop_id']}: {exc.message}")
+            problems.append(f"crop {r.crop_id}: {exc.message}")
             continue
         key = pixel_key(image)
-        crop = LabelledCrop(int(r["crop_id"]),  # type: ignore[call-overload]
-                            CLASS_NAMES.index(str(r["class"])), str(r["sample"]), key, image)
-        created = float(r["created_at"])  # type: ignore[arg-type]
+        crop = LabelledCrop(r.crop_id, CLASS_NAMES.index(r.cls), r.sample, key, image)
+        created = r.created_at
         if key in by_key:
             log.debug("crop %d has the same pixels as crop %d; counted once", crop.crop_id,
                       by_key[key][1].crop_id)

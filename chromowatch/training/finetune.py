@@ -85,6 +85,110 @@ def _val_outputs(nets: Sequence[Net], images: Sequence[np.ndarray], device: torc
     return cache
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every epoch of one `train_members` call reads."""
+
+    nets: Sequence[Net]
+    train: Sequence[LabelledCrop]
+    states: list[MemberState]
+    groups: dict[tuple[object, ...], list[int]]
+    y_train: np.ndarray
+    y_val: torch.Tensor
+    val_cache: dict[tuple[object, ...], list[torch.Tensor]]
+    rng: np.random.Generator
+    aug: Augment
+    cfg: TrainingSettings
+    device: torch.device
+
+
+def _member_step(run: _Run, i: int, t: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> float:
+    """One optimiser step of member `i` on a batch's trunk output; the weighted loss."""
+    st = run.states[i]
+    assert st.optimiser is not None and st.scheduler is not None
+    with autocast(run.device):
+        logits = st.net.head(t)
+    per = nn.functional.cross_entropy(logits.float(), y, reduction="none",
+                                      label_smoothing=run.cfg.label_smoothing)
+    loss = (per * w).sum() / w.sum().clamp(min=1.0)
+    st.optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    # SqueezeNet's logits come out of a ReLU: one big step can kill them all
+    # (constant output, loss ln 3); clipping keeps fine-tuning out of that.
+    nn.utils.clip_grad_norm_(st.params, 1.0)
+    st.optimiser.step()
+    st.scheduler.step()
+    return float(loss.detach())
+
+
+def _train_epoch(run: _Run) -> tuple[np.ndarray, int]:
+    """One pass over the balanced, bagged training order: (summed loss per member, samples)."""
+    cfg, device, states = run.cfg, run.device, run.states
+    order = balanced_indices(run.y_train, len(run.train), run.rng)
+    bags = run.rng.poisson(1.0, size=(len(states), len(order))).astype(np.float32)
+    losses = np.zeros(len(states))
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start:start + cfg.batch_size]
+        images = [augment(run.train[i].image, run.rng, run.aug) for i in idx]
+        y = torch.from_numpy(run.y_train[idx]).to(device)
+        for indices in run.groups.values():
+            members = [i for i in indices if states[i].active]
+            if not members:
+                continue
+            first = run.nets[indices[0]]
+            x = to_batch(images, first.input_size, first.mean, first.std)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)  # type: ignore[attr-defined]
+            with torch.no_grad(), autocast(device):
+                t = first.trunk(x)
+            for i in members:
+                w = torch.from_numpy(bags[i, start:start + len(idx)]).to(device)
+                losses[i] += _member_step(run, i, t, y, w) * len(idx)
+    return losses, len(order)
+
+
+def _validate_member(run: _Run, i: int, key: tuple[object, ...], epoch: int, train_loss: float,
+                     head_only: bool) -> str:
+    """Score member `i` on validation, keep its best weights, stop it when out of patience."""
+    st = run.states[i]
+    st.net.model.eval()
+    with torch.inference_mode(), autocast(run.device):
+        logits = torch.cat([st.net.head(t) for t in run.val_cache[key]]).float()
+    val_loss = float(nn.functional.cross_entropy(logits, run.y_val))
+    val_acc = float((logits.argmax(1) == run.y_val).float().mean())
+    st.history.append({"epoch": epoch + 1, "train_loss": train_loss,
+                       "val_loss": val_loss, "val_accuracy": val_acc})
+    if val_loss < st.best_loss - 1e-4:
+        st.best_loss, st.best_epoch = val_loss, epoch + 1
+        st.best_state = _snapshot(st.net.model)
+        st.bad_epochs = 0
+    elif not head_only:
+        st.bad_epochs += 1
+        if st.bad_epochs >= run.cfg.patience:
+            st.active = False
+    stop = "" if st.active else " (stops)"
+    return f"m{i} loss {train_loss:.3f} val {val_loss:.3f} acc {val_acc:.3f}{stop}"
+
+
+def _validate(run: _Run, epoch: int, losses: np.ndarray, n: int, head_only: bool) -> list[str]:
+    """Validation and early stopping of the active members; one log part each."""
+    parts = []
+    for key, indices in run.groups.items():
+        for i in indices:
+            if run.states[i].active:
+                parts.append(_validate_member(run, i, key, epoch, losses[i] / n, head_only))
+    return parts
+
+
+def _keep_best(states: Sequence[MemberState]) -> None:
+    """Every member back to its best validation weights, frozen, in eval mode."""
+    for st in states:
+        if st.best_state is not None:
+            st.net.model.load_state_dict(st.best_state)
+        st.net.model.eval()
+        for p in st.net.model.parameters():
+            p.requires_grad_(False)
+
+
 def train_members(
     nets: Sequence[Net],
     train: Sequence[LabelledCrop],
@@ -98,95 +202,35 @@ def train_members(
     to_device(nets, device)  # callers may pass nets still on the CPU
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    aug = Augment(cfg.rotation, cfg.scale_jitter, cfg.contrast_jitter)
-    states = [MemberState(net) for net in nets]
-    groups = forward_groups(nets, device)
-    y_train = np.array([c.label for c in train], np.int64)
-    y_val = torch.tensor([c.label for c in val], dtype=torch.long, device=device)
-    val_images = [c.image for c in val]
-    val_cache = _val_outputs(nets, val_images, device, 64)
+    run = _Run(
+        nets=nets, train=train, states=[MemberState(net) for net in nets],
+        groups=forward_groups(nets, device),
+        y_train=np.array([c.label for c in train], np.int64),
+        y_val=torch.tensor([c.label for c in val], dtype=torch.long, device=device),
+        val_cache=_val_outputs(nets, [c.image for c in val], device, 64),
+        rng=rng, aug=Augment(cfg.rotation, cfg.scale_jitter, cfg.contrast_jitter), cfg=cfg,
+        device=device,
+    )
     steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
-    unfreeze = dict(cfg.unfreeze)
     total_epochs = cfg.head_epochs + cfg.max_epochs
     for epoch in range(total_epochs):
         head_only = epoch < cfg.head_epochs
         if epoch == 0 or epoch == cfg.head_epochs:
-            _phase(states, head=head_only, cfg=cfg,
+            _phase(run.states, head=head_only, cfg=cfg,
                    steps=steps * (cfg.head_epochs if head_only else cfg.max_epochs),
-                   unfreeze=unfreeze)
-        active = [st for st in states if st.active]
+                   unfreeze=dict(cfg.unfreeze))
+        active = [st for st in run.states if st.active]
         if not active:
             break
         started = time.monotonic()
         for st in active:
             train_mode(st.net.model)
-        order = balanced_indices(y_train, len(train), rng)
-        bags = rng.poisson(1.0, size=(len(states), len(order))).astype(np.float32)
-        losses = np.zeros(len(states))
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            images = [augment(train[i].image, rng, aug) for i in idx]
-            y = torch.from_numpy(y_train[idx]).to(device)
-            for indices in groups.values():
-                members = [i for i in indices if states[i].active]
-                if not members:
-                    continue
-                first = nets[indices[0]]
-                x = to_batch(images, first.input_size, first.mean, first.std)
-                x = x.to(device).contiguous(memory_format=torch.channels_last)  # type: ignore[attr-defined]
-                with torch.no_grad(), autocast(device):
-                    t = first.trunk(x)
-                for i in members:
-                    st = states[i]
-                    assert st.optimiser is not None and st.scheduler is not None
-                    w = torch.from_numpy(bags[i, start:start + len(idx)]).to(device)
-                    with autocast(device):
-                        logits = st.net.head(t)
-                    per = nn.functional.cross_entropy(logits.float(), y, reduction="none",
-                                                      label_smoothing=cfg.label_smoothing)
-                    loss = (per * w).sum() / w.sum().clamp(min=1.0)
-                    st.optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    # SqueezeNet's logits come out of a ReLU: one big step can kill them all
-                    # (constant output, loss ln 3); clipping keeps fine-tuning out of that.
-                    nn.utils.clip_grad_norm_(st.params, 1.0)
-                    st.optimiser.step()
-                    st.scheduler.step()
-                    losses[i] += float(loss.detach()) * len(idx)
-        # validation, early stopping
-        parts = []
-        for key, indices in groups.items():
-            for i in indices:
-                st = states[i]
-                if not st.active:
-                    continue
-                st.net.model.eval()
-                with torch.inference_mode(), autocast(device):
-                    logits = torch.cat([st.net.head(t) for t in val_cache[key]]).float()
-                val_loss = float(nn.functional.cross_entropy(logits, y_val))
-                val_acc = float((logits.argmax(1) == y_val).float().mean())
-                st.history.append({"epoch": epoch + 1, "train_loss": losses[i] / len(order),
-                                   "val_loss": val_loss, "val_accuracy": val_acc})
-                if val_loss < st.best_loss - 1e-4:
-                    st.best_loss, st.best_epoch = val_loss, epoch + 1
-                    st.best_state = _snapshot(st.net.model)
-                    st.bad_epochs = 0
-                elif not head_only:
-                    st.bad_epochs += 1
-                    if st.bad_epochs >= cfg.patience:
-                        st.active = False
-                stop = "" if st.active else " (stops)"
-                parts.append(f"m{i} loss {losses[i] / len(order):.3f} val {val_loss:.3f} "
-                             f"acc {val_acc:.3f}{stop}")
+        losses, n = _train_epoch(run)
+        parts = _validate(run, epoch, losses, n, head_only)
         message = (f"epoch {epoch + 1}/{total_epochs} ({'head' if head_only else 'later blocks'}"
                    f", {time.monotonic() - started:.0f} s): " + "; ".join(parts))
         log.info("%s", message)
         if progress is not None:
             progress(message)
-    for st in states:
-        if st.best_state is not None:
-            st.net.model.load_state_dict(st.best_state)
-        st.net.model.eval()
-        for p in st.net.model.parameters():
-            p.requires_grad_(False)
-    return states
+    _keep_best(run.states)
+    return run.states

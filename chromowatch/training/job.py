@@ -3,7 +3,8 @@
 labels -> dataset (holdout / validation / train) -> start points -> fine-tune -> member
 choice on validation -> temperature on validation -> bundles and a candidate ensemble saved
 (not current) -> candidate and current ensemble scored on the same holdout. The result is a
-plain JSON file; the parent decides about promotion.
+plain JSON file; the parent decides about promotion. Each phase is a function with a typed
+result; `train_candidate` runs them in order.
 """
 
 from __future__ import annotations
@@ -17,10 +18,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from chromowatch.classify.bundle import Bundle
+from chromowatch.classify.ensemble import resolve_device
+from chromowatch.classify.library import ModelLibrary
 from chromowatch.errors import ModelError
 from chromowatch.files import atomic_write_bytes
 from chromowatch.records import CLASS_NAMES
 from chromowatch.settings import Settings
+from chromowatch.store import Store, fingerprint_labels
+from chromowatch.training import dataset, nets
+from chromowatch.training.calibrate import (
+    bake_temperature,
+    ensemble_nll,
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+)
+from chromowatch.training.dataset import LabelledCrop
+from chromowatch.training.evaluate import choose_members, score
+from chromowatch.training.finetune import MemberState, train_members
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +58,55 @@ class TrainRequest:
     current: str | None  # the current ensemble when training was asked for
 
 
-def labels_fingerprint(rows: list[Any]) -> tuple[str, int]:
-    """As Store.labels_fingerprint, over rows of Store.current_labels."""
-    import hashlib
+@dataclass(frozen=True)
+class LabelledData:
+    """The confirmed labels as crops, split; what the run saw (fingerprint, counts)."""
 
-    h = hashlib.sha256()
-    for crop_id, cls in sorted((int(r["crop_id"]), str(r["class"])) for r in rows):
-        h.update(f"{crop_id}:{cls}\n".encode())
-    return h.hexdigest(), len(rows)
+    fingerprint: str
+    n_labels: int
+    distinct: int  # crops left after deduplication by content
+    train: list[LabelledCrop]
+    val: list[LabelledCrop]
+    holdout: list[LabelledCrop]
+    counts: dict[str, dict[str, int]]  # per split, per class
+
+
+@dataclass(frozen=True)
+class StartPoints:
+    """The bundles members start from, and the ensemble they came from (None: ImageNet or
+    random weights)."""
+
+    bundles: list[Bundle]
+    base: str | None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Member choice and temperature, both fitted on validation only."""
+
+    chosen: list[int]
+    val_scores: dict[str, float]
+    temperature: float
+    nll: tuple[float, float]  # validation log-loss before, after the temperature
+    ece: tuple[float, float]  # expected calibration error before, after
+
+
+@dataclass(frozen=True)
+class SavedMembers:
+    """The chosen members as saved bundles, with what the metrics say of each."""
+
+    names: list[str]
+    info: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class HoldoutScores:
+    """Candidate and current ensemble on the same holdout; `current` None when absent or
+    unscorable (it then counts as worst)."""
+
+    candidate: dict[str, Any]
+    current: str | None
+    current_scores: dict[str, Any] | None
 
 
 def default_name() -> str:
@@ -67,44 +127,25 @@ def run_job(settings: Settings, request: TrainRequest, result_path: str, log_lev
     atomic_write_bytes(Path(result_path), json.dumps(result).encode())
 
 
-def _device(settings: Settings) -> Any:
-
-    from chromowatch.classify.ensemble import resolve_device
-
-    return resolve_device(settings.training.device)
-
-
-def train_candidate(settings: Settings, request: TrainRequest) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    from chromowatch.classify.bundle import Bundle
-    from chromowatch.classify.library import ModelLibrary
-    from chromowatch.store import Store
-    from chromowatch.training import dataset, nets
-    from chromowatch.training.calibrate import (
-        bake_temperature,
-        ensemble_nll,
-        expected_calibration_error,
-        fit_temperature,
-        softmax,
-    )
-    from chromowatch.training.evaluate import choose_members, score
-    from chromowatch.training.finetune import train_members
-
-    started = time.monotonic()
-    cfg = settings.training
-    threads = cfg.threads or settings.classify.threads
+def _prepare_torch(settings: Settings) -> torch.device:
+    """Threads and determinism for this process; the device training runs on."""
+    threads = settings.training.threads or settings.classify.threads
     if threads:
         torch.set_num_threads(threads)
-    device = _device(settings)
+    device = resolve_device(settings.training.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+    return device
 
+
+def load_data(settings: Settings) -> LabelledData:
+    """The current labels' crops split into train / validation / holdout; too few is a
+    TrainingError naming what is missing."""
+    cfg = settings.training
     with Store.open(settings.paths.db) as store:
         rows = store.current_labels()
-    fingerprint, n_labels = labels_fingerprint(rows)
+    fingerprint, n_labels = fingerprint_labels((r.crop_id, r.cls) for r in rows)
     crops, problems = dataset.load_labelled(rows)
     for problem in problems:
         log.warning("left out: %s", problem)
@@ -122,29 +163,28 @@ def train_candidate(settings: Settings, request: TrainRequest) -> dict[str, Any]
             hint=f"confirm at least {cfg.min_per_class} training crops of each class "
             "(`chromowatch labels import-...`); about a third more go to validation and holdout",
         )
+    return LabelledData(fingerprint, n_labels, len(crops), train, val, holdout, counts)
 
-    library = ModelLibrary(settings.paths.models)
-    base_name = request.base or cfg.base
-    base_bundles: list[Bundle] = []
+
+def start_points(library: ModelLibrary, request: TrainRequest, base_name: str) -> StartPoints:
+    """The base ensemble's bundles; without one (unless asked for by name), none."""
     try:
-        resolved_base = library.resolve(base_name)
-        info = library.ensemble_info(resolved_base)
-        base_bundles = [library.load_bundle(m) for m in info.members]
-        log.info("start points: the %d bundles of ensemble %s", len(base_bundles), resolved_base)
+        resolved = library.resolve(base_name)
+        info = library.ensemble_info(resolved)
+        bundles = [library.load_bundle(m) for m in info.members]
     except ModelError as exc:
         if request.base:  # asked for by name: it must exist
             raise
-        resolved_base = None
         log.info("no base ensemble (%s); members start from ImageNet or random weights",
                  exc.message)
-    members = list(request.members or cfg.members)
-    torch.manual_seed(cfg.seed)
-    member_nets = nets.start_nets(members, base_bundles, unfreeze=dict(cfg.unfreeze),
-                                  imagenet_download=cfg.imagenet_download)
-    states = train_members(member_nets, train, val, cfg, device)
-    trained_at = time.monotonic()
+        return StartPoints([], None)
+    log.info("start points: the %d bundles of ensemble %s", len(bundles), resolved)
+    return StartPoints(bundles, resolved)
 
-    # member choice and calibration, on validation only
+
+def calibrate(member_nets: list[nets.Net], val: list[LabelledCrop],
+              device: torch.device) -> Calibration:
+    """Choose members and fit the temperature on validation only."""
     y_val = np.array([c.label for c in val], np.int64)
     val_logits = nets.member_logits(member_nets, [c.image for c in val], device)
     chosen, val_scores = choose_members(val_logits, y_val)
@@ -157,16 +197,21 @@ def train_candidate(settings: Settings, request: TrainRequest) -> dict[str, Any]
     log.info("members chosen on validation: %s (accuracy %.4f); temperature %.3f "
              "(log-loss %.4f -> %.4f, ECE %.4f -> %.4f)", chosen, val_scores["accuracy"],
              temperature, nll_before, nll_after, ece_before, ece_after)
+    return Calibration(chosen, val_scores, temperature, (nll_before, nll_after),
+                       (ece_before, ece_after))
 
-    # save the chosen members as bundles, then score exactly what was saved
-    name = request.name
-    member_names = []
-    member_info = []
-    for rank, i in enumerate(chosen):
+
+def save_members(library: ModelLibrary, name: str, member_nets: list[nets.Net],
+                 states: list[MemberState], cal: Calibration, val: list[LabelledCrop],
+                 fingerprint: str) -> SavedMembers:
+    """The chosen members, temperature baked in, saved as bundles `<name>-m<rank>-<arch>`."""
+    names: list[str] = []
+    info: list[dict[str, Any]] = []
+    for rank, i in enumerate(cal.chosen):
         net = member_nets[i]
         net.model.to("cpu").to(memory_format=torch.contiguous_format).float().eval()
         probe = dataset.to_batch([c.image for c in val[:4]], net.input_size, net.mean, net.std)
-        baked = bake_temperature(net.model, temperature, len(CLASS_NAMES), probe)  # type: ignore[arg-type]
+        baked = bake_temperature(net.model, cal.temperature, len(CLASS_NAMES), probe)  # type: ignore[arg-type]
         st = states[i]
         bundle = Bundle(
             arch=net.arch,
@@ -180,82 +225,134 @@ def train_candidate(settings: Settings, request: TrainRequest) -> dict[str, Any]
                 "start": net.start,
                 "ensemble": name,
                 "best_epoch": str(st.best_epoch),
-                "temperature": f"{temperature:.4f}" if baked else "1",
+                "temperature": f"{cal.temperature:.4f}" if baked else "1",
                 "labels_fingerprint": fingerprint,
             },
         )
         member = f"{name}-m{rank}-{net.arch}"
         library.save_bundle(bundle, member)
-        member_names.append(member)
-        member_info.append({"name": member, "arch": net.arch, "start": net.start,
-                            "best_epoch": st.best_epoch, "val_loss": round(st.best_loss, 4),
-                            "epochs": len(st.history), "temperature_baked": baked})
-    del member_nets, states
+        names.append(member)
+        info.append({"name": member, "arch": net.arch, "start": net.start,
+                     "best_epoch": st.best_epoch, "val_loss": round(st.best_loss, 4),
+                     "epochs": len(st.history), "temperature_baked": baked})
+    return SavedMembers(names, info)
 
+
+def _current_nets(library: ModelLibrary, current: str | None
+                  ) -> tuple[str | None, list[nets.Net]]:
+    """The current ensemble's nets; (None, []) when there is none or it cannot be loaded."""
+    if current is None:
+        return None, []
+    try:
+        cinfo = library.ensemble_info(current)
+        return current, [nets.net_from_bundle(library.load_bundle(m)) for m in cinfo.members]
+    except (ModelError, ValueError) as exc:
+        log.warning("the current ensemble %s cannot be scored (%s); it counts as worst",
+                    current, exc)
+        return None, []
+
+
+def score_holdout(library: ModelLibrary, saved: SavedMembers, current: str | None,
+                  holdout: list[LabelledCrop], device: torch.device) -> HoldoutScores:
+    """Score exactly what was saved, and the current ensemble, on the same holdout."""
     y_hold = np.array([c.label for c in holdout], np.int64)
     samples = [c.sample for c in holdout]
     images = [c.image for c in holdout]
-    saved = [nets.net_from_bundle(library.load_bundle(m)) for m in member_names]
-    current_nets: list[nets.Net] = []
-    current = request.current
-    if current is not None:
-        try:
-            cinfo = library.ensemble_info(current)
-            current_nets = [nets.net_from_bundle(library.load_bundle(m)) for m in cinfo.members]
-        except (ModelError, ValueError) as exc:
-            log.warning("the current ensemble %s cannot be scored (%s); it counts as worst",
-                        current, exc)
-            current = None
-            current_nets = []
-    all_nets = saved + current_nets
-    logits = nets.member_logits(all_nets, images, device)
-    cand_probs = softmax(logits[: len(saved)]).mean(axis=0)
-    cand_scores = score(cand_probs, y_hold, samples)
+    saved_nets = [nets.net_from_bundle(library.load_bundle(m)) for m in saved.names]
+    current, current_nets = _current_nets(library, current)
+    logits = nets.member_logits(saved_nets + current_nets, images, device)
+    cand_scores = score(softmax(logits[: len(saved_nets)]).mean(axis=0), y_hold, samples)
     cur_scores = None
     if current_nets:
-        cur_scores = score(softmax(logits[len(saved):]).mean(axis=0), y_hold, samples)
-    elapsed = time.monotonic() - started
-    log.info("holdout (%d crops): candidate %s accuracy %s recall %s; current %s accuracy %s "
-             "recall %s", len(holdout), name, cand_scores["accuracy"], cand_scores["recall"],
-             current, cur_scores and cur_scores["accuracy"], cur_scores and cur_scores["recall"])
+        cur_scores = score(softmax(logits[len(saved_nets):]).mean(axis=0), y_hold, samples)
+    return HoldoutScores(cand_scores, current, cur_scores)
 
-    metrics: dict[str, Any] = {
-        "holdout_accuracy": cand_scores["accuracy"],
-        "holdout_balanced_accuracy": cand_scores["balanced_accuracy"],
-        "recall_A": cand_scores["recall"]["A"],
-        "recall_B": cand_scores["recall"]["B"],
-        "recall_C": cand_scores["recall"]["C"],
-        "fraction_error_max": cand_scores["fraction_error_max"],
-        "n_holdout": len(holdout),
-        "confusion_matrix": cand_scores["confusion_matrix"],
-        "holdout": cand_scores,
-        "compared_with": {"name": current, "holdout": cur_scores},
+
+@dataclass(frozen=True)
+class _Run:
+    """Everything the candidate's metrics record, gathered from the phases."""
+
+    data: LabelledData
+    start: StartPoints
+    members: list[str]
+    cal: Calibration
+    saved: SavedMembers
+    scores: HoldoutScores
+    seed: int
+    device: str
+    train_seconds: float
+    seconds: float
+
+
+def candidate_metrics(run: _Run) -> dict[str, Any]:
+    """The metrics saved with the candidate ensemble (headline numbers first)."""
+    cand, data, cal = run.scores.candidate, run.data, run.cal
+    return {
+        "holdout_accuracy": cand["accuracy"],
+        "holdout_balanced_accuracy": cand["balanced_accuracy"],
+        "recall_A": cand["recall"]["A"],
+        "recall_B": cand["recall"]["B"],
+        "recall_C": cand["recall"]["C"],
+        "fraction_error_max": cand["fraction_error_max"],
+        "n_holdout": len(data.holdout),
+        "confusion_matrix": cand["confusion_matrix"],
+        "holdout": cand,
+        "compared_with": {"name": run.scores.current, "holdout": run.scores.current_scores},
         VERSION_KEY: {
-            "labels": n_labels,
-            "distinct_crops": len(crops),
-            "labels_fingerprint": fingerprint,
-            "split": counts,
-            "members_trained": members,
-            "members": member_info,
-            "base": resolved_base,
-            "validation": val_scores,
-            "temperature": round(temperature, 4),
-            "validation_log_loss": [round(nll_before, 4), round(nll_after, 4)],
-            "validation_ece": [round(ece_before, 4), round(ece_after, 4)],
-            "seed": cfg.seed,
-            "device": str(device),
-            "train_seconds": round(trained_at - started, 1),
-            "seconds": round(elapsed, 1),
+            "labels": data.n_labels,
+            "distinct_crops": data.distinct,
+            "labels_fingerprint": data.fingerprint,
+            "split": data.counts,
+            "members_trained": run.members,
+            "members": run.saved.info,
+            "base": run.start.base,
+            "validation": cal.val_scores,
+            "temperature": round(cal.temperature, 4),
+            "validation_log_loss": [round(cal.nll[0], 4), round(cal.nll[1], 4)],
+            "validation_ece": [round(cal.ece[0], 4), round(cal.ece[1], 4)],
+            "seed": run.seed,
+            "device": run.device,
+            "train_seconds": round(run.train_seconds, 1),
+            "seconds": round(run.seconds, 1),
         },
     }
-    library.save_ensemble(name, member_names, metrics=metrics)
+
+
+def train_candidate(settings: Settings, request: TrainRequest) -> dict[str, Any]:
+    """Run the phases; the result the parent reads (it decides about promotion)."""
+    started = time.monotonic()
+    cfg = settings.training
+    device = _prepare_torch(settings)
+    data = load_data(settings)
+    library = ModelLibrary(settings.paths.models)
+    start = start_points(library, request, request.base or cfg.base)
+    members = list(request.members or cfg.members)
+    torch.manual_seed(cfg.seed)
+    member_nets = nets.start_nets(members, start.bundles, unfreeze=dict(cfg.unfreeze),
+                                  imagenet_download=cfg.imagenet_download)
+    states = train_members(member_nets, data.train, data.val, cfg, device)
+    trained_at = time.monotonic()
+    cal = calibrate(member_nets, data.val, device)
+    saved = save_members(library, request.name, member_nets, states, cal, data.val,
+                         data.fingerprint)
+    del member_nets, states
+    scores = score_holdout(library, saved, request.current, data.holdout, device)
+    elapsed = time.monotonic() - started
+    log.info("holdout (%d crops): candidate %s accuracy %s recall %s; current %s accuracy %s "
+             "recall %s", len(data.holdout), request.name, scores.candidate["accuracy"],
+             scores.candidate["recall"], scores.current,
+             scores.current_scores and scores.current_scores["accuracy"],
+             scores.current_scores and scores.current_scores["recall"])
+    run = _Run(data, start, members, cal, saved, scores, cfg.seed, str(device),
+               trained_at - started, elapsed)
+    library.save_ensemble(request.name, saved.names, metrics=candidate_metrics(run))
     return {
         "ok": True,
-        "candidate": name,
-        "labels_fingerprint": fingerprint,
-        "labels": n_labels,
-        "candidate_holdout": cand_scores,
-        "current": current,
-        "current_holdout": cur_scores,
+        "candidate": request.name,
+        "labels_fingerprint": data.fingerprint,
+        "labels": data.n_labels,
+        "candidate_holdout": scores.candidate,
+        "current": scores.current,
+        "current_holdout": scores.current_scores,
         "seconds": round(elapsed, 1),
     }

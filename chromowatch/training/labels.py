@@ -14,16 +14,19 @@ import getpass
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
+from chromowatch import ingest
+from chromowatch.enhance import enhance_whole
 from chromowatch.errors import InputImageError, UsageError
-from chromowatch.records import CLASS_NAMES, BBox, Crop, Spread
+from chromowatch.files import crop_dir, write_crop_png
+from chromowatch.records import CLASS_NAMES, BBox, Spread
 from chromowatch.settings import Settings
-from chromowatch.store import ImageRow, Store
+from chromowatch.store import ImageCrop, ImageRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +62,9 @@ def _class_of_folder(name: str) -> str | None:
     return upper if upper in CLASS_NAMES else None
 
 
-def _crop_dir(settings: Settings, sha256: str) -> Path:
-    return settings.paths.crops / sha256[:2] / sha256
-
-
-def _enhanced(rgb: np.ndarray, settings: Settings) -> np.ndarray:
-    from chromowatch.enhance import enhance_crop
-
-    h, w = rgb.shape[:2]
-    return enhance_crop(Crop(index=0, bbox=BBox(0, 0, w, h), rgb=rgb), settings.enhance)
-
-
 def _read_or_skip(path: Path, settings: Settings, summary: ImportSummary) -> Spread | None:
     """The image, or None with a warning and the file listed as skipped (a bad file never
     stops an import)."""
-    from chromowatch import ingest
-
     try:
         return ingest.read_spread(path, settings.ingest)
     except InputImageError as exc:
@@ -100,9 +90,6 @@ def import_folder(
     like the published crops) and are stored as they are; otherwise they are enhanced here
     by the pipeline's own step. The sample defaults to the folder's name.
     """
-    from chromowatch import ingest
-    from chromowatch.pipeline import write_crop_file
-
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder", hint="give a folder with a/, b/, c/ inside")
@@ -127,14 +114,14 @@ def import_folder(
             if known is not None:
                 crops = store.crops_of_image(int(known["id"]))
                 if len(crops) == 1:
-                    relabel.append((int(crops[0]["id"]), cls))
+                    relabel.append((crops[0].id, cls))
                 else:
                     log.warning("%s: already stored as a spread with %d crops; not imported",
                                 path, len(crops))
                     summary.skipped.append(str(path))
                 continue
-            image = rgb if enhanced else _enhanced(rgb, settings)
-            file = write_crop_file(_crop_dir(settings, sha256), 0, image)
+            image = rgb if enhanced else enhance_whole(rgb, settings.enhance)
+            file = write_crop_png(crop_dir(settings.paths.crops, sha256), 0, image)
             h, w = rgb.shape[:2]
             image_row = ImageRow(path=str(path.resolve()), sample=sample, sha256=sha256,
                                  size=crop.size_bytes, width=w, height=h)
@@ -172,6 +159,65 @@ def parse_yolo(text: str, width: int, height: int, *, pad: int = 0,
     return out
 
 
+@dataclass(frozen=True)
+class _BoxPlan:
+    """What to do with one spread's YOLO boxes: relabel stored crops, add new ones."""
+
+    relabel: list[tuple[int, str]]
+    new: list[tuple[BBox, str]]
+    first_index: int  # the index of the first new crop
+
+
+def _plan_boxes(existing: list[ImageCrop], boxes: list[tuple[BBox, str]]) -> _BoxPlan:
+    """A box matching a stored crop (IoU >= 0.5) labels that crop; the others are new."""
+    first_index = max((r.index for r in existing), default=-1) + 1
+    stored = [(r.id, r.bbox) for r in existing]
+    relabel: list[tuple[int, str]] = []
+    new: list[tuple[BBox, str]] = []
+    for bbox, cls in boxes:
+        best = max(stored, default=None, key=lambda s, b=bbox: b.iou(s[1]))  # type: ignore[misc]
+        if best is not None and bbox.iou(best[1]) >= 0.5:
+            relabel.append((best[0], cls))
+        else:
+            new.append((bbox, cls))
+    return _BoxPlan(relabel, new, first_index)
+
+
+def _write_box_crops(spread: Spread, plan: _BoxPlan, settings: Settings
+                     ) -> list[tuple[BBox, str, str]]:
+    """Cut, enhance and write the new boxes' crops: (bbox, file, class) each."""
+    directory = crop_dir(settings.paths.crops, spread.sha256)
+    rows = []
+    for offset, (bbox, cls) in enumerate(plan.new):
+        raw = spread.rgb[bbox.y:bbox.y + bbox.h, bbox.x:bbox.x + bbox.w]
+        image = enhance_whole(np.ascontiguousarray(raw), settings.enhance)
+        rows.append((bbox, write_crop_png(directory, plan.first_index + offset, image), cls))
+    return rows
+
+
+def _import_spread(store: Store, settings: Settings, path: Path, spread: Spread,
+                   boxes: list[tuple[BBox, str]], *, sample: str, source: str, who: str,
+                   summary: ImportSummary) -> None:
+    """Store one spread's boxes as labelled crops (new ones cut, matching ones relabelled)."""
+    known = store.find_image(spread.sha256)
+    if known is not None:
+        plan = _plan_boxes(store.crops_of_image(int(known["id"])), boxes)
+    else:
+        plan = _BoxPlan([], boxes, 0)
+    rows = _write_box_crops(spread, plan, settings)
+    if known is None:
+        image_row = ImageRow(path=str(path.resolve()), sample=sample, sha256=spread.sha256,
+                             size=spread.size_bytes, width=spread.width,
+                             height=spread.height)
+        store.save_labelled_image(image_row, rows, source=source, who=who)
+    elif rows:
+        store.add_labelled_crops(int(known["id"]), rows, source=source, who=who)
+    summary.added += len(rows)
+    _relabel(store, plan.relabel, summary, source=source, who=who)
+    log.info("%s: %d boxes (%d new crops, %d matched stored crops)", path.name, len(boxes),
+             len(rows), len(plan.relabel))
+
+
 def import_yolo(
     store: Store, settings: Settings, images_dir: Path, labels_dir: Path, *, sample: str,
     who: str | None = None,
@@ -182,9 +228,6 @@ def import_yolo(
     A spread already stored (processed before, or imported) keeps its crops: a box that
     matches one of them (IoU >= 0.5) labels that crop, the others are added as new crops.
     """
-    from chromowatch import ingest
-    from chromowatch.pipeline import write_crop_file
-
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
     for d in (images_dir, labels_dir):
         if not d.is_dir():
@@ -192,7 +235,6 @@ def import_yolo(
     who = who or default_who()
     source = f"import-yolo:{labels_dir.resolve()}"
     summary = ImportSummary()
-    pad = settings.segment.pad
     for path in ingest.list_images([images_dir], settings.ingest):
         label_file = labels_dir / f"{path.stem}.txt"
         if not label_file.is_file():
@@ -202,42 +244,11 @@ def import_yolo(
         if spread is None:
             continue
         boxes = parse_yolo(label_file.read_text(encoding="utf-8"), spread.width, spread.height,
-                           pad=pad, origin=str(label_file))
+                           pad=settings.segment.pad, origin=str(label_file))
         for _, cls in boxes:
             summary.counts[cls] += 1
-        known = store.find_image(spread.sha256)
-        relabel: list[tuple[int, str]] = []
-        new: list[tuple[BBox, str]] = []
-        first_index = 0
-        if known is not None:
-            existing = store.crops_of_image(int(known["id"]))
-            first_index = max((int(r["idx"]) for r in existing), default=-1) + 1
-            stored = [(int(r["id"]), BBox(r["x"], r["y"], r["w"], r["h"])) for r in existing]
-            for bbox, cls in boxes:
-                best = max(stored, default=None, key=lambda s, b=bbox: b.iou(s[1]))  # type: ignore[misc]
-                if best is not None and bbox.iou(best[1]) >= 0.5:
-                    relabel.append((best[0], cls))
-                else:
-                    new.append((bbox, cls))
-        else:
-            new = boxes
-        crop_dir = _crop_dir(settings, spread.sha256)
-        rows = []
-        for offset, (bbox, cls) in enumerate(new):
-            raw = spread.rgb[bbox.y:bbox.y + bbox.h, bbox.x:bbox.x + bbox.w]
-            image = _enhanced(np.ascontiguousarray(raw), settings)
-            rows.append((bbox, write_crop_file(crop_dir, first_index + offset, image), cls))
-        if known is None:
-            image_row = ImageRow(path=str(path.resolve()), sample=sample, sha256=spread.sha256,
-                                 size=spread.size_bytes, width=spread.width,
-                                 height=spread.height)
-            store.save_labelled_image(image_row, rows, source=source, who=who)
-        elif rows:
-            store.add_labelled_crops(int(known["id"]), rows, source=source, who=who)
-        summary.added += len(rows)
-        _relabel(store, relabel, summary, source=source, who=who)
-        log.info("%s: %d boxes (%d new crops, %d matched stored crops)", path.name, len(boxes),
-                 len(rows), len(relabel))
+        _import_spread(store, settings, path, spread, boxes, sample=sample, source=source,
+                       who=who, summary=summary)
     return summary
 
 
@@ -246,15 +257,12 @@ CSV_FIELDS = ("crop_id", "class", "sample", "file", "source", "who", "labelled_a
 
 def export_csv(store: Store, out: TextIO) -> int:
     """Every confirmed label, one row per crop; returns how many rows."""
-    from datetime import datetime
-
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     rows = store.current_labels()
     for r in rows:
-        when = datetime.fromtimestamp(r["created_at"], UTC).isoformat(timespec="seconds")
-        writer.writerow([r["crop_id"], r["class"], r["sample"], r["file"], r["source"], r["who"],
-                         when])
+        when = datetime.fromtimestamp(r.created_at, UTC).isoformat(timespec="seconds")
+        writer.writerow([r.crop_id, r.cls, r.sample, r.file, r.source, r.who, when])
     return len(rows)
 
 

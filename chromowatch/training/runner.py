@@ -17,12 +17,14 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from chromowatch.classify.library import ModelLibrary
+from chromowatch.classify.architectures import get_spec
+from chromowatch.classify.library import ModelLibrary, check_name
 from chromowatch.errors import ModelError
 from chromowatch.settings import Settings
-from chromowatch.store import Store
+from chromowatch.store import Store, TrainingRun
 from chromowatch.training.evaluate import decide
 from chromowatch.training.job import VERSION_KEY, TrainingError, TrainRequest, default_name, run_job
 
@@ -73,37 +75,28 @@ def run_subprocess(target: Callable[..., None], args: tuple[Any, ...], timeout_s
     return int(proc.exitcode if proc.exitcode is not None else -1)
 
 
-def train(
-    settings: Settings,
-    *,
-    base: str | None = None,
-    members: list[str] | None = None,
-    name: str | None = None,
-    force: bool = False,
-    target: Callable[..., None] = run_job,
-    log_level: str = "INFO",
-) -> TrainOutcome:
-    """Train, evaluate and maybe promote; see the module docstring."""
-    from chromowatch.classify.architectures import get_spec
-    from chromowatch.classify.library import _check_name
-
-    cfg = settings.training
-    for arch in members or cfg.members:
-        get_spec(arch)  # a typo fails now, not after minutes in the subprocess
-    library = _library(settings)
+def _check_request(settings: Settings, library: ModelLibrary, members: list[str] | None,
+                   name: str | None) -> str:
+    """Fail now, not after minutes in the subprocess: unknown architectures, a bad or taken
+    name. Returns the new ensemble's name."""
+    for arch in members or settings.training.members:
+        get_spec(arch)
     name = name or default_name()
-    _check_name(name, "ensemble")
+    check_name(name, "ensemble")
     if library.ensemble_path(name).exists():
         raise TrainingError(f"an ensemble named {name!r} exists already",
                             hint="choose another --name")
-    with Store.open(settings.paths.db) as store:
-        fingerprint, n_labels = store.labels_fingerprint()
-        last = store.last_training_run(completed=True)
-    if not force and last is not None and last["labels_fingerprint"] == fingerprint:
+    return name
+
+
+def _nothing_to_do(library: ModelLibrary, fingerprint: str, n_labels: int,
+                   last: TrainingRun | None, force: bool) -> TrainOutcome | None:
+    """The outcome when there is nothing to train on or nothing new since the last run."""
+    if not force and last is not None and last.labels_fingerprint == fingerprint:
         return TrainOutcome(
             NOTHING_NEW,
             f"nothing new: the {n_labels} confirmed labels are those of the last training "
-            f"(run {last['id']}, {last['status']}); nothing done",
+            f"(run {last.id}, {last.status}); nothing done",
             current=_current(library),
         )
     if n_labels == 0:
@@ -114,31 +107,33 @@ def train(
             "import-folder|import-yolo|import-csv)",
             current=_current(library),
         )
+    return None
 
-    current = _current(library)
-    request = TrainRequest(name=name, base=base, members=tuple(members) if members else None,
-                           current=current)
-    work = settings.paths.models / ".training"
-    work.mkdir(parents=True, exist_ok=True)
-    result_path = work / f"{name}.json"
-    result_path.unlink(missing_ok=True)
-    started = time.time()
-    log.info("training %s on %d confirmed labels in a subprocess", name, n_labels)
 
-    def failed(message: str) -> TrainingError:
-        with Store.open(settings.paths.db) as store:
+@dataclass(frozen=True)
+class _Attempt:
+    """One training run under way: what a failure record needs."""
+
+    settings: Settings
+    started: float
+    fingerprint: str
+    n_labels: int
+    name: str
+    current: str | None
+
+    def failed(self, message: str) -> TrainingError:
+        """Record the failed run; the error to raise (the current model is unchanged)."""
+        with Store.open(self.settings.paths.db) as store:
             store.record_training_run(
-                started_at=started, status="failed", labels_fingerprint=fingerprint,
-                labels=n_labels, candidate=name, current_before=current, current_after=current,
-                message=message, metrics=None)
+                started_at=self.started, status="failed", labels_fingerprint=self.fingerprint,
+                labels=self.n_labels, candidate=self.name, current_before=self.current,
+                current_after=self.current, message=message, metrics=None)
         return TrainingError(message, hint="the current model is unchanged"
-                             + (f" ({current})" if current else ""))
+                             + (f" ({self.current})" if self.current else ""))
 
-    try:
-        code = run_subprocess(target, (settings, request, str(result_path), log_level),
-                              cfg.timeout_hours * 3600)
-    except TrainingError as exc:
-        raise failed(exc.message) from None
+
+def _read_result(result_path: Path) -> dict[str, Any] | None:
+    """The subprocess's JSON result (removed once read); None when missing or unreadable."""
     result: dict[str, Any] | None = None
     if result_path.is_file():
         try:
@@ -146,13 +141,38 @@ def train(
         except (OSError, json.JSONDecodeError):
             result = None
         result_path.unlink(missing_ok=True)
+    return result
+
+
+def _run_job(attempt: _Attempt, request: TrainRequest, target: Callable[..., None],
+             log_level: str) -> dict[str, Any]:
+    """Run the job in its subprocess; its successful result, or a recorded TrainingError."""
+    settings = attempt.settings
+    work = settings.paths.models / ".training"
+    work.mkdir(parents=True, exist_ok=True)
+    result_path = work / f"{attempt.name}.json"
+    result_path.unlink(missing_ok=True)
+    log.info("training %s on %d confirmed labels in a subprocess", attempt.name,
+             attempt.n_labels)
+    try:
+        code = run_subprocess(target, (settings, request, str(result_path), log_level),
+                              settings.training.timeout_hours * 3600)
+    except TrainingError as exc:
+        raise attempt.failed(exc.message) from None
+    result = _read_result(result_path)
     if code != 0 or result is None:
         how = (f"was killed by signal {-code}" + (" (out of memory?)" if code == -9 else "")
                if code < 0 else f"exited with code {code}")
-        raise failed(f"the training subprocess {how} before finishing")
+        raise attempt.failed(f"the training subprocess {how} before finishing")
     if not result.get("ok"):
-        raise failed(f"training failed: {result.get('error')}")
+        raise attempt.failed(f"training failed: {result.get('error')}")
+    return result
 
+
+def _promote_if_better(settings: Settings, library: ModelLibrary, result: dict[str, Any],
+                       current: str | None) -> tuple[str, str]:
+    """Promote the candidate when it beats the current ensemble: (status, why)."""
+    cfg = settings.training
     candidate = str(result["candidate"])
     promote, why = decide(result["candidate_holdout"], result.get("current_holdout"),
                           margin=cfg.promote_margin, class_margin=cfg.class_margin)
@@ -167,21 +187,56 @@ def train(
             status = PROMOTED
         except ModelError as exc:
             promote, why = False, f"the candidate cannot be loaded: {exc.message}"
-    after = _current(library)
-    summary: dict[str, object] = {
-        "candidate": {k: result["candidate_holdout"][k]
-                      for k in ("accuracy", "recall", "fraction_error_max", "n")},
-        "current": ({k: result["current_holdout"][k]
-                     for k in ("accuracy", "recall", "fraction_error_max", "n")}
+    return status, why
+
+
+def _summary(result: dict[str, Any]) -> dict[str, object]:
+    """The headline holdout numbers of candidate and current, as the store keeps them."""
+    keys = ("accuracy", "recall", "fraction_error_max", "n")
+    return {
+        "candidate": {k: result["candidate_holdout"][k] for k in keys},
+        "current": ({k: result["current_holdout"][k] for k in keys}
                     if result.get("current_holdout") else None),
     }
+
+
+def train(
+    settings: Settings,
+    *,
+    base: str | None = None,
+    members: list[str] | None = None,
+    name: str | None = None,
+    force: bool = False,
+    target: Callable[..., None] = run_job,
+    log_level: str = "INFO",
+) -> TrainOutcome:
+    """Train, evaluate and maybe promote; see the module docstring."""
+    library = _library(settings)
+    name = _check_request(settings, library, members, name)
+    with Store.open(settings.paths.db) as store:
+        fingerprint, n_labels = store.labels_fingerprint()
+        last = store.last_training_run(completed=True)
+    idle = _nothing_to_do(library, fingerprint, n_labels, last, force)
+    if idle is not None:
+        return idle
+
+    current = _current(library)
+    request = TrainRequest(name=name, base=base, members=tuple(members) if members else None,
+                           current=current)
+    attempt = _Attempt(settings, time.time(), fingerprint, n_labels, name, current)
+    result = _run_job(attempt, request, target, log_level)
+
+    candidate = str(result["candidate"])
+    status, why = _promote_if_better(settings, library, result, current)
+    after = _current(library)
     message = (f"{candidate} {'promoted' if status == PROMOTED else 'not promoted'}: {why}")
     with Store.open(settings.paths.db) as store:
         store.record_training_run(
-            started_at=started, status=status, labels_fingerprint=result["labels_fingerprint"],
-            labels=int(result["labels"]), candidate=candidate, current_before=current,
-            current_after=after, message=message, metrics=summary)
-    removed = library.prune(cfg.keep_versions, is_version=_is_trained)
+            started_at=attempt.started, status=status,
+            labels_fingerprint=result["labels_fingerprint"], labels=int(result["labels"]),
+            candidate=candidate, current_before=current, current_after=after, message=message,
+            metrics=_summary(result))
+    removed = library.prune(settings.training.keep_versions, is_version=_is_trained)
     if removed:
         log.info("removed old trained ensembles: %s", ", ".join(removed))
     return TrainOutcome(status, message, candidate=candidate, current=after, result=result)

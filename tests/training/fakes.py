@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from chromowatch.settings import Settings
+from chromowatch.store import Store, fingerprint_labels
 from chromowatch.training.job import TrainRequest
 
 
@@ -60,11 +61,8 @@ def worse_class_job(settings: Settings, request: TrainRequest, result_path: str,
 
 def _result(settings: Settings, request: TrainRequest, result_path: str,
             candidate: dict[str, object], current: dict[str, object]) -> None:
-    from chromowatch.store import Store
-    from chromowatch.training.job import labels_fingerprint
-
     with Store.open(settings.paths.db) as store:
-        fingerprint, n = labels_fingerprint(store.current_labels())
+        fingerprint, n = fingerprint_labels((r.crop_id, r.cls) for r in store.current_labels())
     Path(result_path).write_text(json.dumps({
         "ok": True, "candidate": request.name, "labels_fingerprint": fingerprint, "labels": n,
         "candidate_holdout": candidate, "current": request.current,

@@ -41,11 +41,11 @@ def test_import_folder_stores_enhanced_crops_with_labels(settings: Settings,
         rows = store.current_labels()
     assert summary.added == 9 and summary.counts == {"A": 3, "B": 3, "C": 3}
     assert summary.skipped == [str(folder / "a" / "broken.png")]
-    assert {r["sample"] for r in rows} == {"wt"} and {r["who"] for r in rows} == {"ana"}
+    assert {r.sample for r in rows} == {"wt"} and {r.who for r in rows} == {"ana"}
     for r in rows:
-        image = cv2.imread(r["file"])
+        image = cv2.imread(r.file)
         assert image is not None and np.median(image) > 200  # enhanced: white background
-        assert Path(r["file"]).is_relative_to(settings.paths.crops)
+        assert Path(r.file).is_relative_to(settings.paths.crops)
 
 
 def test_reimport_is_idempotent_and_relabelling_keeps_history(settings: Settings,
@@ -62,11 +62,11 @@ def test_reimport_is_idempotent_and_relabelling_keeps_history(settings: Settings
         third = labels.import_folder(store, settings, folder, enhanced=True, who="bo")
         assert (third.added, third.changed, third.unchanged) == (0, 1, 8)
         assert store.labels_fingerprint() != fingerprint
-        changed = [r for r in store.current_labels() if r["who"] == "bo"]
-        assert len(changed) == 1 and changed[0]["class"] == "C"
-        history = store.label_history(changed[0]["crop_id"])
-        assert [h["class"] for h in history] == ["A", "C"]
-        assert history[0]["superseded_at"] is not None and history[1]["superseded_at"] is None
+        changed = [r for r in store.current_labels() if r.who == "bo"]
+        assert len(changed) == 1 and changed[0].cls == "C"
+        history = store.label_history(changed[0].crop_id)
+        assert [h.cls for h in history] == ["A", "C"]
+        assert history[0].superseded_at is not None and history[1].superseded_at is None
 
 
 def test_identical_files_are_one_crop(settings: Settings, tmp_path: Path) -> None:
@@ -97,9 +97,9 @@ def test_import_yolo_cuts_enhances_and_matches_stored_crops(settings: Settings,
                                      sample="syn", who="ana")
         assert summary.added == boxes > 20
         rows = store.current_labels()
-        assert len(rows) == boxes and {r["sample"] for r in rows} == {"syn"}
-        crop = cv2.imread(rows[0]["file"])
-        assert crop.shape[:2] == (rows[0]["h"], rows[0]["w"])
+        assert len(rows) == boxes and {r.sample for r in rows} == {"syn"}
+        crop = cv2.imread(rows[0].file)
+        assert crop.shape[:2] == (rows[0].bbox.h, rows[0].bbox.w)
         # importing the same spreads again: every box matches its stored crop
         again = labels.import_yolo(store, settings, sample / "images", sample / "labels",
                                    sample="syn")
@@ -131,7 +131,7 @@ def test_csv_export_and_import_round_trip(settings: Settings, tmp_path: Path) ->
         review.write_text("\n".join(edited) + "\n")
         summary = labels.import_csv(store, review, who="rev")
         assert (summary.changed, summary.unchanged) == (2, 4)
-        assert sum(1 for r in store.current_labels() if r["who"] == "rev") == 2
+        assert sum(1 for r in store.current_labels() if r.who == "rev") == 2
 
 
 def test_csv_import_is_all_or_nothing(settings: Settings, tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_csv_import_is_all_or_nothing(settings: Settings, tmp_path: Path) -> Non
     with Store.open(settings.paths.db) as store:
         labels.import_folder(store, settings, folder, enhanced=True)
         before = store.labels_fingerprint()
-        ids = [r["crop_id"] for r in store.current_labels()]
+        ids = [r.crop_id for r in store.current_labels()]
         bad = tmp_path / "bad.csv"
         bad.write_text(f"crop_id,class\n{ids[0]},C\n99999,A\n")
         with pytest.raises(Exception, match="99999"):

@@ -23,8 +23,8 @@ from chromowatch.training.calibrate import bake_temperature, ensemble_nll, fit_t
 from chromowatch.training.evaluate import choose_members, decide, score
 from chromowatch.training.finetune import train_members
 from chromowatch.training.job import TrainingError
-from tests.training import fakes as training_fakes
 from tests.helpers import install_tiny_model, settings_in
+from tests.training import fakes as training_fakes
 
 
 @functools.lru_cache(maxsize=8)
@@ -325,8 +325,8 @@ def test_a_better_candidate_is_promoted_and_a_second_train_does_nothing(
     assert again.status == runner.NOTHING_NEW and "nothing new" in again.message
     assert library.current_name() == "new1"
     with Store.open(labelled.paths.db) as store:
-        crop_id = int(store.current_labels()[0]["crop_id"])
-        store.add_label(crop_id, "C" if store.current_labels()[0]["class"] != "C" else "A",
+        crop_id = store.current_labels()[0].crop_id
+        store.add_label(crop_id, "C" if store.current_labels()[0].cls != "C" else "A",
                         source="test", who="t")
     with pytest.raises(TrainingError):  # a changed label: it trains again (and crashes)
         runner.train(labelled, name="new3", target=training_fakes.crash_job)
@@ -340,7 +340,7 @@ def test_promotion_refuses_a_candidate_worse_on_one_class(labelled: Settings) ->
     assert library.current_name() == "old"
     assert "cand" in {e.name for e in library.list_ensembles()}  # kept for inspection
     with Store.open(labelled.paths.db) as store:
-        assert store.last_training_run()["status"] == "kept"
+        assert store.last_training_run().status == "kept"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("job", [training_fakes.crash_job, training_fakes.raising_job])
@@ -354,7 +354,7 @@ def test_a_crash_in_the_training_subprocess_is_reported_and_current_stays(
     assert "current model is unchanged" in str(info.value)
     assert library.current_file.read_bytes() == manifest
     with Store.open(labelled.paths.db) as store:
-        assert store.last_training_run()["status"] == "failed"
+        assert store.last_training_run().status == "failed"  # type: ignore[union-attr]
         assert store.last_training_run(completed=True) is None  # so the next run trains
 
 
