@@ -98,6 +98,7 @@ def cmd_segment(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch import ingest
     from chromowatch.progress import Progress
     from chromowatch.segmentation import segment
+    from chromowatch.segmentation.overlay import draw_overlay
 
     settings = loaded.settings
     files = ingest.list_images([Path(p) for p in args.images], settings.ingest)
@@ -134,7 +135,7 @@ def cmd_segment(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             target = Path(args.overlay)
             if target.is_dir():
                 target = target / f"{path.stem}.overlay.png"
-            picture = segment.draw_overlay(spread.rgb, seg)
+            picture = draw_overlay(spread.rgb, seg)
             if not cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
                 raise UsageError(f"cannot write the overlay to {target}",
                                  hint="give a writable .png path")
@@ -443,26 +444,27 @@ def _open_existing_store(settings: Settings) -> Any:
 
 
 def cmd_report(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.reports import report
+    from chromowatch.reports import data as report_data
+    from chromowatch.reports import publish, render
 
     settings = loaded.settings
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    if not formats or set(formats) - set(report.FORMATS):
+    if not formats or set(formats) - set(render.FORMATS):
         raise UsageError(f"--format {args.format!r}: use html, pdf or html,pdf")
-    model = report.current_model_info(settings)
+    model = report_data.current_model_info(settings)
     with _open_existing_store(settings) as store:
         several = len(args.samples) > 1
         for sample in args.samples:
-            data = report.load_sample(settings, store, sample)
-            control = args.control or report.control_for(settings, sample)
-            label = report.version_label_for(
-                store, sample, report.fingerprint(settings, data, model, control))
-            stem = report.file_stem(sample)
+            data = report_data.load_sample(settings, store, sample)
+            control = args.control or report_data.control_for(settings, sample)
+            label = publish.version_label_for(
+                store, sample, publish.fingerprint(settings, data, model, control))
+            stem = render.file_stem(sample)
             if args.out:
                 out = Path(args.out) / stem if several else Path(args.out)
             else:
                 out = settings.paths.data / "reports" / stem / "on-demand"
-            files = report.write_report(settings, store, sample, out_dir=out, control=control,
+            files = render.write_report(settings, store, sample, out_dir=out, control=control,
                                         formats=formats, model=model, version_label=label,
                                         data=data)
             for path in (files.html, files.pdf):
@@ -470,7 +472,7 @@ def cmd_report(args: argparse.Namespace, loaded: LoadedSettings) -> int:
                     print(path)
         if several:
             out = Path(args.out) if args.out else settings.paths.data / "reports" / "summary"
-            files = report.write_summary(settings, store, args.samples, out_dir=out,
+            files = render.write_summary(settings, store, args.samples, out_dir=out,
                                          formats=formats, model=model)
             for path in (files.html, files.pdf):
                 if path is not None:
@@ -480,6 +482,7 @@ def cmd_report(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 def cmd_outbox(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     import time
+    from dataclasses import asdict
 
     from chromowatch.reports.mail import flush_outbox
 
@@ -491,19 +494,19 @@ def cmd_outbox(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             print(f"{revived} mail(s) retried now, {sent} sent")
         rows = store.outbox_rows(include_sent=not args.pending)
     if args.json:
-        _print_json([{**dict(r), "recipients": json.loads(r["recipients"])} for r in rows])
+        _print_json([asdict(r) for r in rows])  # recipients: a list
         return 0
     if not rows:
         print("the outbox is empty")
         return 0
     for r in rows:
-        when = r["sent_at"] if r["status"] == "sent" else r["next_attempt_at"]
+        when = r.sent_at if r.status == "sent" else r.next_attempt_at
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) if when else "-"
-        what = "sent" if r["status"] == "sent" else "next try" if r["status"] == "pending" \
-            else r["status"]
-        error = f"  ({r['last_error']})" if r["last_error"] and r["status"] != "sent" else ""
-        print(f"{r['id']:>4} {r['sample']} v{r['version']}  {r['status']:<8} "
-              f"tries {r['attempts']}  {what} {stamp}{error}")
+        what = "sent" if r.status == "sent" else "next try" if r.status == "pending" \
+            else r.status
+        error = f"  ({r.last_error})" if r.last_error and r.status != "sent" else ""
+        print(f"{r.id:>4} {r.sample} v{r.version}  {r.status:<8} "
+              f"tries {r.attempts}  {what} {stamp}{error}")
     return 0
 
 

@@ -1,20 +1,22 @@
-"""The spread's foreground: how dark each pixel is above its background, the spread's own
-yardstick (threshold, stroke width, core darkness), interphase nuclei cut out, and the
-connected pieces (`Unit`) that the later steps split, pair and group."""
+"""The spread's foreground: how dark each pixel is above its background, its darkness scale
+(threshold, stroke width, core darkness; with the typical object, the `yardstick`), interphase
+nuclei cut out, and the connected pieces (`Unit`) that the later steps split, pair and group."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+from scipy import ndimage
 
 from chromowatch.settings import SegmentSettings
 
 
 @dataclass(frozen=True)
 class Scale:
-    """What the spread's chromosomes look like: the yardstick for every size threshold."""
+    """How dark and how wide the spread's chromosomes are, measured before there are units."""
 
     threshold: float  # darkness above background that makes a pixel an object's
     stroke: float  # typical stroke width of the objects, pixels
@@ -41,6 +43,7 @@ class Unit:
 
     @property
     def elongation(self) -> float:
+        """Length over thickness: a rod's is high, a speck's or a blob's near 1."""
         return self.length / max(self.thickness, 1e-6)
 
 
@@ -55,8 +58,6 @@ def measure_darkness(rgb: np.ndarray, luma: bool = False) -> tuple[np.ndarray, f
     at half resolution blurs the stain's channel (the sisters' gap, the seam between two
     touching chromosomes) but keeps brightness sharp.
     """
-    import cv2
-
     h, w = rgb.shape[:2]
     factor = max(1, round(max(h, w) / 180))
     size = (max(1, w // factor), max(1, h // factor))
@@ -94,14 +95,13 @@ def _noise_sigma(signed: np.ndarray) -> float:
 
 
 def _hist_quantile(hist: np.ndarray, q: float) -> float:
+    """The bin below which share `q` of the histogram's counts lie."""
     cdf = np.cumsum(hist)
     return float(np.searchsorted(cdf, q * cdf[-1]))
 
 
 def measure_scale(dark: np.ndarray, sigma: float, settings: SegmentSettings) -> Scale | None:
     """Threshold and stroke width from the image itself (so exposure and zoom do not matter)."""
-    import cv2
-
     floor = settings.noise_sigmas * sigma
     hist = np.bincount(dark.ravel(), minlength=256).astype(np.float64)
     hist[: int(floor) + 1] = 0
@@ -127,8 +127,6 @@ def remove_nuclei(
     An opening with a disk of `nucleus_widths` strokes keeps only such regions; it is done with
     two distance transforms, which cost the same whatever the disk's size.
     """
-    import cv2
-
     radius = settings.nucleus_widths * scale.stroke / 2.0
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     core = (dist > radius).astype(np.uint8)
@@ -165,8 +163,6 @@ def find_units(labels: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
     Flatness tells one chromatid (a peaked cross-section) from two pressed together (a class A
     chromosome, flat-topped), whatever the magnification.
     """
-    from scipy import ndimage
-
     ys, xs = np.nonzero(labels)
     lab = labels[ys, xs]
     count = np.maximum(np.bincount(lab, minlength=n).astype(np.float64), 1.0)
@@ -210,8 +206,3 @@ def find_units(labels: np.ndarray, n: int, dark: np.ndarray) -> list[Unit]:
         )
     return units
 
-
-def typical_area(units: list[Unit], scale: Scale) -> float:
-    """Median area of the units at least a stroke square (specks do not count)."""
-    areas = [u.area for u in units if u.area >= scale.stroke * scale.stroke]
-    return float(np.median(areas)) if areas else 0.0

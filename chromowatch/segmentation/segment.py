@@ -11,21 +11,23 @@ flag what cannot be split, pair separated sister chromatids (mutually nearest, e
 chromatid wide, chromatid-like or unmistakably side by side, parallel, of similar size) into
 one class C object, drop debris, and group the objects into metaphases (clusters of chromosomes).
 
-This module runs the steps in order; the work is in `foreground` (darkness, yardstick, nuclei,
-units), `split` (touching chromosomes), `sisters` (pairing chromatids) and `clumps` (second
-looks at what those left).
+This module runs the steps in order; the work is in `foreground` (darkness, nuclei, units),
+`yardstick` (the spread's measures every step reads), `split` (touching chromosomes), `sisters`
+(pairing chromatids) and `clumps` (second looks at what those left). `overlay` draws the
+result.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
+import cv2
 import numpy as np
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from chromowatch.records import BBox, Crop, Segmentation
 from chromowatch.segmentation.clumps import join_fragments, regroup_clumps
 from chromowatch.segmentation.foreground import (
-    Scale,
     Unit,
     find_units,
     measure_darkness,
@@ -34,6 +36,7 @@ from chromowatch.segmentation.foreground import (
 )
 from chromowatch.segmentation.sisters import pair_chromatids
 from chromowatch.segmentation.split import split_touching
+from chromowatch.segmentation.yardstick import Yardstick
 from chromowatch.settings import SegmentSettings
 
 log = logging.getLogger(__name__)
@@ -50,16 +53,6 @@ DEBRIS_DARK = 1.0
 #: reaches 0.82 of the core; under the segmentation benchmark's perturbations (blur,
 #: vignetting, JPEG, ...) the first chromosomes are lost at 0.75.
 PALE_CORE = 0.65
-#: Box colours (RGB) of the overlay, by class; unlabelled crops are yellow, flagged magenta.
-CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
-    "A": (40, 170, 60),
-    "B": (30, 110, 230),
-    "C": (225, 35, 35),
-}
-
-
-UNLABELLED_COLOUR = (240, 200, 0)
-FLAGGED_COLOUR = (220, 0, 220)
 
 
 def segment(
@@ -70,8 +63,6 @@ def segment(
     `chroma_subsampled`: the image came from a JPEG with colour at a lower resolution
     (`Spread.chroma_subsampled`); darkness is then read from brightness.
     """
-    import cv2
-
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"segment expects HxWx3 uint8 RGB, got {rgb.dtype} {rgb.shape}")
     dark, sigma = measure_darkness(rgb, luma=chroma_subsampled)
@@ -86,11 +77,18 @@ def segment(
     if not units:
         reason = "only nuclei" if nuclei else "only debris"
         return _empty(f"no metaphase found: {reason}")
-    units, touching = split_touching(units, labels, dark, scale, settings)
-    groups = pair_chromatids(units, labels, scale, settings)
-    groups = regroup_clumps(units, groups, labels, dark, scale, settings)
-    groups = join_fragments(units, groups, labels, scale)
-    groups = _drop_debris(groups, units, scale, settings, labels.shape, n)
+    yard = Yardstick.measure(scale, units)
+    units, touching = split_touching(units, labels, dark, yard, settings)
+    # The split's pieces are objects from here on: the typical object and the thin mode are
+    # measured again, on them (the splits were sized by the whole objects).
+    yard = yard.remeasured(units)
+    groups = pair_chromatids(units, labels, yard, settings)
+    groups = regroup_clumps(units, groups, labels, dark, yard, settings)
+    # regroup_clumps adds a clump's pieces to `units` (the clump stays in it too), and
+    # join_fragments has always measured the typical object and the thin mode with them.
+    yard = yard.remeasured(units)
+    groups = join_fragments(units, groups, labels, yard)
+    groups = _drop_debris(groups, units, yard, settings, labels.shape, n)
     if not groups:
         return _empty("no metaphase found: only debris")
     flags = {
@@ -120,7 +118,7 @@ def _empty(note: str) -> Segmentation:
 def _drop_debris(
     groups: list[list[int]],
     units: list[Unit],
-    scale: Scale,
+    yard: Yardstick,
     settings: SegmentSettings,
     shape: tuple[int, ...],
     first_piece: int,
@@ -136,7 +134,7 @@ def _drop_debris(
     Dark stain crystals of that size pass too; they are rarer than small chromosomes.
     Whatever its size, an object paler than `PALE_CORE` of the typical core is left out.
     """
-    stroke_area = scale.stroke * scale.stroke
+    stroke_area = yard.stroke_area
     areas = [sum(units[i].area for i in g) for g in groups]
     darkest = [max(units[i].darkest for i in g) for g in groups]
     plausible = [a for a in areas if a >= 2 * stroke_area]
@@ -154,10 +152,10 @@ def _drop_debris(
     return [
         g
         for g, a, d in zip(groups, areas, darkest, strict=True)
-        if d >= PALE_CORE * scale.peak
+        if d >= PALE_CORE * yard.peak
         and (
             a >= (min_cut if any(at_edge(units[i]) for i in g) else min_area)
-            or (a >= DEBRIS_STROKES * stroke_area and d >= DEBRIS_DARK * scale.peak
+            or (a >= DEBRIS_STROKES * stroke_area and d >= DEBRIS_DARK * yard.peak
                 and whole(g))
         )
     ]
@@ -171,9 +169,6 @@ def _metaphases(
     Objects of too small a cluster join the nearest metaphase: stray chromosomes of a spread
     belong to its cell. With no metaphase at all, nothing is returned.
     """
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
     centres = np.array([_group_centre(g, units) for g in groups])
     lengths = [max(units[i].length for i in g) for g in groups]
     link = settings.metaphase_link * float(np.median(lengths))
@@ -243,44 +238,3 @@ def _crops(
         )
     return tuple(crops)
 
-
-def draw_overlay(
-    rgb: np.ndarray, seg: Segmentation, labels: Mapping[int, str] | None = None
-) -> np.ndarray:
-    """The spread with each crop's box and metaphase number; class colours when labels given.
-
-    Flagged crops (touching, overlapping) are magenta so a reviewer finds them at a glance.
-    """
-    import cv2
-
-    out = np.ascontiguousarray(rgb.copy())
-    if out.ndim == 2:
-        out = np.repeat(out[:, :, None], 3, axis=2)
-    thickness = max(1, round(max(out.shape[:2]) / 1000))
-    font_scale = 0.35 * thickness
-    for crop in seg.crops:
-        label = labels.get(crop.index) if labels else None
-        if label in CLASS_COLOURS:
-            colour = CLASS_COLOURS[label]
-        elif crop.flags:
-            colour = FLAGGED_COLOUR
-        else:
-            colour = UNLABELLED_COLOUR
-        b = crop.bbox
-        cv2.rectangle(out, (b.x, b.y), (b.x + b.w - 1, b.y + b.h - 1), colour, thickness)
-        text = f"m{crop.metaphase + 1}" if crop.metaphase >= 0 else "m-"
-        if label:
-            text = f"{label} {text}"
-        if crop.flags:
-            text += " ?"
-        cv2.putText(
-            out,
-            text,
-            (b.x, max(8, b.y - 2)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            font_scale,
-            colour,
-            1,
-            cv2.LINE_AA,
-        )
-    return out

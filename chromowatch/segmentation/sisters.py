@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
-from chromowatch.segmentation.foreground import Scale, Unit, typical_area
+from chromowatch.segmentation.foreground import Unit
+from chromowatch.segmentation.yardstick import Yardstick
 from chromowatch.settings import SegmentSettings
 
 #: A unit whose length is under this many of its thicknesses has no measurable axis.
@@ -56,8 +58,6 @@ def best_pairs(candidates: list[tuple[float, int, int]]) -> tuple[list[list[int]
 
 def _gap(a: Unit, b: Unit, labels: np.ndarray) -> float:
     """Shortest distance between two components' pixels."""
-    import cv2
-
     x0, y0 = min(a.x, b.x), min(a.y, b.y)
     x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
     window = labels[y0:y1, x0:x1]
@@ -67,7 +67,7 @@ def _gap(a: Unit, b: Unit, labels: np.ndarray) -> float:
 
 
 def pair_chromatids(
-    units: list[Unit], labels: np.ndarray, scale: Scale, settings: SegmentSettings
+    units: list[Unit], labels: np.ndarray, yard: Yardstick, settings: SegmentSettings
 ) -> list[list[int]]:
     """Group separated sister chromatids two by two; every other unit stays alone.
 
@@ -80,22 +80,31 @@ def pair_chromatids(
     spread's stroke: one short chromatid each) have no axis to compare, so their angle is
     not tested: a short pair splayed or lying end to end stays one object, not two specks.
     """
-    thin = thin_limit(units, scale)
-    small = 0.5 * typical_area(units, scale)
-    reach = settings.pair_max_gap * scale.stroke
-    limit = PAIR_SPAN * scale.stroke  # span across of a pair by geometry alone (`sister_score`)
+    gaps = _mutual_nearest(units, labels, settings.pair_max_gap * yard.stroke)
+    limit = PAIR_SPAN * yard.stroke  # span across of a pair by geometry alone (`sister_score`)
     found: list[tuple[float, int, int, bool]] = []  # score, i, j, tiny
+    for (i, j), gap in gaps.items():
+        scored = _pair_score(units[i], units[j], gap, labels, yard, settings, limit)
+        if scored is not None:
+            found.append((scored[0], i, j, scored[1]))
+    if len(found) >= 3:
+        found = _within_usual_span(found, units, gaps, yard.thin, settings, limit)
+    groups, used = best_pairs([(score, i, j) for score, i, j, _ in found])
+    groups.extend([i] for i in range(len(units)) if i not in used)
+    return groups
+
+
+def _mutual_nearest(
+    units: list[Unit], labels: np.ndarray, reach: float
+) -> dict[tuple[int, int], float]:
+    """The gaps between units that are each other's nearest neighbour, keyed (i, j) with
+    i < j, among those whose boxes come within `reach` px of each other."""
     gaps: dict[tuple[int, int], float] = {}
     nearest: dict[int, tuple[float, int]] = {}
     for i, a in enumerate(units):
         for j in range(i + 1, len(units)):
             b = units[j]
-            if (
-                b.x > a.x + a.w + reach
-                or a.x > b.x + b.w + reach
-                or b.y > a.y + a.h + reach
-                or a.y > b.y + b.h + reach
-            ):
+            if not _boxes_within(a, b, reach):
                 continue
             gap = _gap(a, b, labels)
             gaps[(i, j)] = gap
@@ -103,37 +112,69 @@ def pair_chromatids(
                 nearest[i] = (gap, j)
             if gap < nearest.get(j, (math.inf, -1))[0]:
                 nearest[j] = (gap, i)
-    for (i, j), gap in gaps.items():
-        if nearest[i][1] != j or nearest[j][1] != i:
-            continue
-        tiny = all(
-            u.area < small
-            and u.elongation < COMPACT_ELONGATION
-            and u.thickness < CHROMATID_WIDTH * scale.stroke
-            for u in (units[i], units[j])
-        )
-        a, b = units[i], units[j]
-        if max(a.thickness, b.thickness) > SISTER_MAX_WIDTH * scale.stroke:
-            continue  # a whole chromosome, two chromatids wide, is nobody's sister
-        score = sister_score(a, b, gap, thin, settings, tiny, span=limit)
-        if score is None:
-            continue
-        if not tiny and not _alongside_or_meeting(a, b, gap, labels, settings):
-            continue
-        found.append((score, i, j, tiny))
-    if len(found) >= 3:
-        # The spread's usual pair tightens the span limit; only pairs by geometry alone feel it.
-        spans = [units[i].thickness + units[j].thickness + gaps[(i, j)] for _, i, j, _ in found]
-        limit = min(limit, SPAN_REL * float(np.median(spans)))
-        found = [
-            (score, i, j, tiny)
-            for score, i, j, tiny in found
-            if sister_score(units[i], units[j], gaps[(i, j)], thin, settings, tiny, span=limit)
-            is not None
-        ]
-    groups, used = best_pairs([(score, i, j) for score, i, j, _ in found])
-    groups.extend([i] for i in range(len(units)) if i not in used)
-    return groups
+    return {
+        (i, j): gap
+        for (i, j), gap in gaps.items()
+        if nearest[i][1] == j and nearest[j][1] == i
+    }
+
+
+def _boxes_within(a: Unit, b: Unit, reach: float) -> bool:
+    """Whether two units' boxes come within `reach` px of each other on both axes."""
+    return not (
+        b.x > a.x + a.w + reach
+        or a.x > b.x + b.w + reach
+        or b.y > a.y + a.h + reach
+        or a.y > b.y + b.h + reach
+    )
+
+
+def _pair_score(
+    a: Unit,
+    b: Unit,
+    gap: float,
+    labels: np.ndarray,
+    yard: Yardstick,
+    settings: SegmentSettings,
+    span: float,
+) -> tuple[float, bool] | None:
+    """Two mutually nearest units' sister score and whether both are tiny (no axis to
+    compare); None when they are not sisters."""
+    small = 0.5 * yard.typical
+    tiny = all(
+        u.area < small
+        and u.elongation < COMPACT_ELONGATION
+        and u.thickness < CHROMATID_WIDTH * yard.stroke
+        for u in (a, b)
+    )
+    if max(a.thickness, b.thickness) > SISTER_MAX_WIDTH * yard.stroke:
+        return None  # a whole chromosome, two chromatids wide, is nobody's sister
+    score = sister_score(a, b, gap, yard.thin, settings, tiny, span=span)
+    if score is None:
+        return None
+    if not tiny and not _alongside_or_meeting(a, b, gap, labels, settings):
+        return None
+    return score, tiny
+
+
+def _within_usual_span(
+    found: list[tuple[float, int, int, bool]],
+    units: list[Unit],
+    gaps: dict[tuple[int, int], float],
+    thin: float,
+    settings: SegmentSettings,
+    span: float,
+) -> list[tuple[float, int, int, bool]]:
+    """The candidate pairs (score, i, j, tiny) that still score as sisters once the spread's
+    usual pair tightens the span limit; only pairs by geometry alone feel it."""
+    spans = [units[i].thickness + units[j].thickness + gaps[(i, j)] for _, i, j, _ in found]
+    limit = min(span, SPAN_REL * float(np.median(spans)))
+    return [
+        (score, i, j, tiny)
+        for score, i, j, tiny in found
+        if sister_score(units[i], units[j], gaps[(i, j)], thin, settings, tiny, span=limit)
+        is not None
+    ]
 
 
 def _alongside_or_meeting(
@@ -148,8 +189,6 @@ def _alongside_or_meeting(
     approach along `ALONGSIDE` of each one's length, unless that approach is under
     `MEETING_GAP` thicknesses.
     """
-    import cv2
-
     if a.flatness <= settings.chromatid_flatness and b.flatness <= settings.chromatid_flatness:
         return True
     thickness = max((a.thickness + b.thickness) / 2, 1.0)
@@ -173,20 +212,8 @@ def _alongside_or_meeting(
     return all(float(np.mean(m <= closest + thickness)) >= ALONGSIDE for m in nearest)
 
 
-def thin_limit(units: list[Unit], scale: Scale) -> float:
-    """Thickness up to which an object is one chromatid, when the spread shows two kinds.
-
-    Where thicknesses are clearly bimodal (single chromatids next to whole chromosomes), the
-    thin mode is the chromatids'; otherwise 0 and only the profile's flatness decides.
-    """
-    thick = [u.thickness for u in units if u.area >= scale.stroke * scale.stroke]
-    if len(thick) < 8:
-        return 0.0
-    low, high = np.percentile(thick, [15, 85])
-    return 1.3 * float(low) if high >= 1.7 * low else 0.0
-
-
 def chromatid_like(unit: Unit, thin: float, settings: SegmentSettings) -> bool:
+    """Whether a unit looks like one chromatid: a peaked profile, or the spread's thin mode."""
     return unit.flatness <= settings.chromatid_flatness or unit.thickness <= thin
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+import cv2
 import numpy as np
 
-from chromowatch.segmentation.foreground import Scale, Unit, find_units, typical_area
-from chromowatch.segmentation.sisters import axis_angle, chromatid_like, sister_score, thin_limit
+from chromowatch.segmentation.foreground import Unit, find_units
+from chromowatch.segmentation.sisters import axis_angle, chromatid_like, sister_score
+from chromowatch.segmentation.yardstick import Yardstick
 from chromowatch.settings import SegmentSettings
 
 #: Notches this share of `split_notch_depth` deep may end a cut (with a deep one opposite)
@@ -46,16 +48,22 @@ KINK_PIECE = 0.3
 KINK_ELONG = 2.2
 KINK_ANGLE = 35.0
 
-#: A way to split one object: (own mask, darkness, scale, typical area, settings) -> its
+#: A way to split one object: (own mask, darkness, the spread's yardstick, settings) -> its
 #: pieces 1..k in the object's box, or None.
-Splitter = Callable[[np.ndarray, np.ndarray, Scale, float, SegmentSettings], "np.ndarray | None"]
+Splitter = Callable[[np.ndarray, np.ndarray, Yardstick, SegmentSettings], "np.ndarray | None"]
+#: A cut between two notches: its length over their depths (lower is better), the notches
+#: (x, y) in the object's box, and whether one of them is shallow.
+Chord = tuple[float, np.ndarray, np.ndarray, bool]
+#: What a chord cut leaves (`_chord_cut`): the parts' label map, the labels of those big
+#: enough, and their areas.
+ChordCut = tuple[np.ndarray, list[int], list[int]]
 
 
 def split_touching(
     units: list[Unit],
     labels: np.ndarray,
     dark: np.ndarray,
-    scale: Scale,
+    yard: Yardstick,
     settings: SegmentSettings,
 ) -> tuple[list[Unit], set[int]]:
     """Split objects much larger than typical where a higher threshold separates them.
@@ -67,10 +75,10 @@ def split_touching(
     chromosome or the groove between sisters; it is taken only where the two pieces meet at
     an angle (`_meet_at_angle`), before trying notch cuts.
     Objects no level separates are returned as touching (indices into the new unit list).
-    `labels` is updated in place.
+    `labels` is updated in place. `yard` is measured on `units`: pieces are sized by the
+    whole objects, however many are cut.
     """
-    typical = typical_area(units, scale)
-    thin = thin_limit(units, scale)
+    typical = yard.typical
     next_label = int(labels.max()) + 1
     out: list[Unit] = []
     touching_labels: set[int] = set()
@@ -84,37 +92,68 @@ def split_touching(
         window = labels[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
         values = dark[unit.y : unit.y + unit.h, unit.x : unit.x + unit.w]
         own = window == unit.label
-        pieces: list[Unit] = []
-        splits: tuple[Splitter, ...] = (
-            (_watershed_split, _dark_seam_split, _concavity_split) if large else (_neck_split,)
-        )
-        if unit.area > settings.touching_area * typical:
-            splits += (_long_cut_split,)
-        splits += (_kink_split,)
-        for split in splits:
-            local = split(own, values, scale, typical, settings)
-            pieces = find_units(local, int(local.max()) + 1, values) if local is not None else []
-            if len(pieces) < 2:
-                pieces = []  # the splitter left one piece: nothing was split
-            notched = split in (_concavity_split, _neck_split, _long_cut_split)
-            # A kink cut has its own test of whole-chromosome pieces (flat profiles).
-            sisters = split is not _kink_split and len(pieces) == 2
-            if sisters and _touching_sisters(pieces, notched, thin, settings, large):
-                pieces = []  # one class C pair whose sisters touch: keep it whole
-            if split is _dark_seam_split and not _meet_at_angle(pieces, thin, settings):
-                pieces = []  # one chromosome parted at a light band, or sisters
-            if pieces:
-                break
-        if not pieces:
+        found = _split_one(own, values, unit, large, yard, settings)
+        if found is None:
             if unit.area > settings.touching_area * typical:
                 touching_labels.add(unit.label)
             out.append(unit)
             continue
-        assert local is not None
+        local, pieces = found
         next_label = install_pieces(window, own, local, pieces, unit, next_label)
         queue.extend(pieces)
     touching = {k for k, u in enumerate(out) if u.label in touching_labels}
     return out, touching
+
+
+def _splitters(
+    unit: Unit, large: bool, yard: Yardstick, settings: SegmentSettings
+) -> tuple[Splitter, ...]:
+    """The ways to split `unit` to try, in order: seams and notch cuts for a `large` one, a
+    neck for one of ordinary size; a long cut for one too large for one chromosome; last, a
+    kink cut."""
+    splits: tuple[Splitter, ...] = (
+        (_watershed_split, _dark_seam_split, _concavity_split) if large else (_neck_split,)
+    )
+    if unit.area > settings.touching_area * yard.typical:
+        splits += (_long_cut_split,)
+    return (*splits, _kink_split)
+
+
+def _split_one(
+    own: np.ndarray,
+    values: np.ndarray,
+    unit: Unit,
+    large: bool,
+    yard: Yardstick,
+    settings: SegmentSettings,
+) -> tuple[np.ndarray, list[Unit]] | None:
+    """The first split of `unit` that `_splitters` offer and `_accepted` takes: its pieces
+    1..k in the unit's box and the pieces measured there; None when none is."""
+    for split in _splitters(unit, large, yard, settings):
+        local = split(own, values, yard, settings)
+        if local is None:
+            continue
+        pieces = find_units(local, int(local.max()) + 1, values)
+        if _accepted(split, pieces, large, yard.thin, settings):
+            return local, pieces
+    return None
+
+
+def _accepted(
+    split: Splitter, pieces: list[Unit], large: bool, thin: float, settings: SegmentSettings
+) -> bool:
+    """Whether the pieces a splitter left are two or more chromosomes, not one pair of
+    touching sisters nor, for a dark seam, one chromosome parted at a light band."""
+    if len(pieces) < 2:
+        return False  # the splitter left one piece: nothing was split
+    notched = split in (_concavity_split, _neck_split, _long_cut_split)
+    # A kink cut has its own test of whole-chromosome pieces (flat profiles).
+    sisters = split is not _kink_split and len(pieces) == 2
+    if sisters and _touching_sisters(pieces, notched, thin, settings, large):
+        return False  # one class C pair whose sisters touch: keep it whole
+    # A dark seam's pieces that do not meet at an angle are one chromosome parted at a light
+    # band, or sisters.
+    return split is not _dark_seam_split or _meet_at_angle(pieces, thin, settings)
 
 
 def install_pieces(
@@ -142,13 +181,13 @@ def install_pieces(
 
 
 def fine_split(
-    own: np.ndarray, values: np.ndarray, scale: Scale, min_piece: float, settings: SegmentSettings
+    own: np.ndarray, values: np.ndarray, yard: Yardstick, min_piece: float,
+    settings: SegmentSettings,
 ) -> np.ndarray | None:
     """Pieces 1..k (k >= 3) of one object from the rising-threshold level below
     `split_max_level` that leaves the most seeds of `min_piece` pixels, or None."""
     best: tuple[np.ndarray, list[int]] | None = None
-    for seed_labels, big in _rising_seeds(own, values, scale, min_piece,
-                                          settings.split_max_level):
+    for seed_labels, big in _rising_seeds(own, values, yard, min_piece, settings.split_max_level):
         if len(big) >= 3 and (best is None or len(big) > len(best[1])):
             best = (seed_labels, big)
     if best is None:
@@ -180,8 +219,7 @@ def _touching_sisters(
 def _dark_seam_split(
     own: np.ndarray,
     values: np.ndarray,
-    scale: Scale,
-    typical: float,
+    yard: Yardstick,
     settings: SegmentSettings,
 ) -> np.ndarray | None:
     """Pieces of one object parted by a seam darker than `split_max_level` but no darker
@@ -189,7 +227,7 @@ def _dark_seam_split(
     if settings.split_seam_level <= settings.split_max_level:
         return None
     level = settings.split_seam_level
-    return _watershed_split(own, values, scale, typical, settings, max_level=level)
+    return _watershed_split(own, values, yard, settings, max_level=level)
 
 
 def _meet_at_angle(pieces: list[Unit], thin: float, settings: SegmentSettings) -> bool:
@@ -211,8 +249,7 @@ def _meet_at_angle(pieces: list[Unit], thin: float, settings: SegmentSettings) -
 def _neck_split(
     own: np.ndarray,
     values: np.ndarray,
-    scale: Scale,
-    typical: float,
+    yard: Yardstick,
     settings: SegmentSettings,
 ) -> np.ndarray | None:
     """Two pieces of an object of ordinary size joined by a narrow neck, or None.
@@ -225,12 +262,10 @@ def _neck_split(
     or between two notches of the outline (the chord). Each piece must be at least
     `NECK_PIECE` typical objects: a speck or a chromatid's tip is not cut off.
     """
-    import cv2
-
-    widest = settings.split_neck * scale.stroke
-    min_piece = NECK_PIECE * typical
+    widest = settings.split_neck * yard.stroke
+    min_piece = NECK_PIECE * yard.typical
     # Seeds may be smaller than a piece: the watershed gives each its flanks back.
-    local = _watershed_split(own, values, scale, typical, settings, 0.5 * min_piece)
+    local = _watershed_split(own, values, yard, settings, 0.5 * min_piece)
     if local is not None and int(local.max()) == 2:
         dist = cv2.distanceTransform(own.astype(np.uint8), cv2.DIST_L2, 3)
         grow = np.ones((3, 3), np.uint8)
@@ -240,14 +275,13 @@ def _neck_split(
         sizes = [int(np.count_nonzero(local == k)) for k in (1, 2)]
         if seam.any() and 2.0 * float(dist[seam].max()) <= widest and min(sizes) >= min_piece:
             return local
-    return _concavity_split(own, values, scale, typical, settings, neck=widest)
+    return _concavity_split(own, values, yard, settings, neck=widest)
 
 
 def _kink_split(
     own: np.ndarray,
     values: np.ndarray,
-    scale: Scale,
-    typical: float,
+    yard: Yardstick,
     settings: SegmentSettings,
 ) -> np.ndarray | None:
     """Two rods pressed end to end at an angle, cut across from the deep notch inside the
@@ -263,20 +297,20 @@ def _kink_split(
     touch afterwards (handing those pixels to the nearest piece gave 25 more false positives
     over synthetic seeds 0-11, same recall; not traced further).
     """
-    found = _notches(own, KINK_SHALLOW * scale.stroke)
+    found = _notches(own, KINK_SHALLOW * yard.stroke)
     if found is None:
         return None
     _, notches = found
-    deep = settings.split_notch_depth * scale.stroke
+    deep = settings.split_notch_depth * yard.stroke
     best: tuple[float, np.ndarray] | None = None
     for i, (p, dp, _) in enumerate(notches):
         for q, dq, _ in notches[i + 1 :]:
             length = float(np.hypot(*(p - q)))
-            if max(dp, dq) < deep or length > KINK_CHORD * scale.stroke:
+            if max(dp, dq) < deep or length > KINK_CHORD * yard.stroke:
                 continue
             if best is not None and length / (dp + dq) >= best[0]:
                 continue
-            cut = _chord_cut(own, p, q, KINK_PIECE * typical)
+            cut = _chord_cut(own, p, q, KINK_PIECE * yard.typical)
             if cut is None or len(cut[1]) != 2:
                 continue
             markers = _markers(cut[0], cut[1])
@@ -295,8 +329,7 @@ def _kink_split(
 def _long_cut_split(
     own: np.ndarray,
     values: np.ndarray,
-    scale: Scale,
-    typical: float,
+    yard: Yardstick,
     settings: SegmentSettings,
 ) -> np.ndarray | None:
     """For an object too large for one chromosome that no seam nor short cut parted: two
@@ -305,14 +338,13 @@ def _long_cut_split(
     if settings.split_touching_cut <= settings.split_max_cut:
         return None
     long_cut = settings.split_touching_cut
-    return _concavity_split(own, values, scale, typical, settings, long_cut=long_cut)
+    return _concavity_split(own, values, yard, settings, long_cut=long_cut)
 
 
 def _watershed_split(
     own: np.ndarray,
     values: np.ndarray,
-    scale: Scale,
-    typical: float,
+    yard: Yardstick,
     settings: SegmentSettings,
     min_piece: float | None = None,
     max_level: float | None = None,
@@ -320,26 +352,24 @@ def _watershed_split(
     """Pieces 1..k of one object (`own`), or None when no rising threshold below
     `max_level` (share of the typical peak; default `split_max_level`) separates it."""
     if min_piece is None:
-        min_piece = 0.3 * typical
+        min_piece = 0.3 * yard.typical
     if max_level is None:
         max_level = settings.split_max_level
-    for seed_labels, big in _rising_seeds(own, values, scale, min_piece, max_level):
+    for seed_labels, big in _rising_seeds(own, values, yard, min_piece, max_level):
         if len(big) >= 2:
             return _seeded_watershed(own, values, seed_labels, big)
     return None
 
 
 def _rising_seeds(
-    own: np.ndarray, values: np.ndarray, scale: Scale, min_piece: float, max_level: float
+    own: np.ndarray, values: np.ndarray, yard: Yardstick, min_piece: float, max_level: float
 ) -> Iterator[tuple[np.ndarray, list[int]]]:
     """At each threshold from just above the spread's own up to `max_level` of the typical
     peak (steps of 5%), the object's parts above it: their label map and the labels of
     those of at least `min_piece` pixels. Stops where none is left."""
-    import cv2
-
-    step = 0.05 * scale.peak
-    level = scale.threshold + step
-    while level < max_level * scale.peak:
+    step = 0.05 * yard.peak
+    level = yard.threshold + step
+    while level < max_level * yard.peak:
         seeds = ((values > level) & own).astype(np.uint8)
         n, seed_labels, stats, _ = cv2.connectedComponentsWithStats(seeds, connectivity=8)
         big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_piece]
@@ -353,8 +383,6 @@ def _seeded_watershed(own: np.ndarray, values: np.ndarray, seed_labels: np.ndarr
                       seeds: list[int]) -> np.ndarray:
     """Pieces 1..k of `own`, grown by a watershed of its darkness from these seed
     components (their labels in `seed_labels`), fragments dropped."""
-    import cv2
-
     markers = _markers(seed_labels, seeds)
     # No marker outside the object: it would claim the object's faint rim first.
     relief = cv2.cvtColor(255 - values, cv2.COLOR_GRAY2BGR)
@@ -374,8 +402,7 @@ def _markers(seed_labels: np.ndarray, seeds: list[int]) -> np.ndarray:
 def _concavity_split(
     own: np.ndarray,
     values: np.ndarray,
-    scale: Scale,
-    typical: float,
+    yard: Yardstick,
     settings: SegmentSettings,
     neck: float = 0.0,
     long_cut: float = 0.0,
@@ -402,14 +429,32 @@ def _concavity_split(
     chromosomes it would hand one piece the other's end).
     """
     share = NECK_PIECE if neck else LONG_CUT_PIECE if long_cut else 0.6
-    min_piece = share * typical
-    min_depth = settings.split_notch_depth * scale.stroke
+    min_piece = share * yard.typical
+    min_depth = settings.split_notch_depth * yard.stroke
     found = _notches(own, SHALLOW_NOTCH * min_depth)
     if found is None:
         return None
     perimeter, notches = found
-    max_cut = neck or max(long_cut, settings.split_max_cut) * scale.stroke
-    cuts = []
+    max_cut = neck or max(long_cut, settings.split_max_cut) * yard.stroke
+    chords = _chords(notches, perimeter, max_cut, min_depth)
+    for cut, shallow, unequal in _cuts_to_try(own, chords[:4], min_piece, bool(neck)):
+        markers = _cut_pieces(own, values, cut, shallow, long_cut)
+        if markers is None:
+            continue
+        # Unequal pieces and a neck's pieces must both have a whole chromosome's profile.
+        if not ((unequal or neck) and _chromatid_profile(markers, values, settings)):
+            return markers
+    return None
+
+
+def _chords(
+    notches: list[tuple[np.ndarray, float, int]], perimeter: int, max_cut: float,
+    min_depth: float,
+) -> list[Chord]:
+    """The chords between two notches that may cut the object, best first: at most `max_cut`
+    px long, shorter than the outline between their ends either way round, and their depths
+    adding up to two notches of `min_depth` (one may be shallower)."""
+    chords: list[Chord] = []
     for i, (p, dp, fp) in enumerate(notches):
         for q, dq, fq in notches[i + 1 :]:
             length = float(np.hypot(*(p - q)))
@@ -417,10 +462,20 @@ def _concavity_split(
                 continue
             if dp + dq < 2 * min_depth:
                 continue
-            cuts.append((length / (dp + dq), p, q, min(dp, dq) < min_depth))
-    cuts.sort(key=lambda c: (c[0], tuple(c[1]), tuple(c[2]), c[3]))
-    unequal: list[tuple[tuple[np.ndarray, list[int], list[int]], bool]] = []
-    for _, p, q, shallow in cuts[:4]:
+            chords.append((length / (dp + dq), p, q, min(dp, dq) < min_depth))
+    chords.sort(key=lambda c: (c[0], tuple(c[1]), tuple(c[2]), c[3]))
+    return chords
+
+
+def _cuts_to_try(
+    own: np.ndarray, chords: list[Chord], min_piece: float, neck: bool
+) -> Iterator[tuple[ChordCut, bool, bool]]:
+    """The chords' cuts in the order `_concavity_split` tries them, as (cut, shallow,
+    unequal): each that leaves two or more pieces of `min_piece` px with the smaller at least
+    half the larger (any sizes for a `neck`), best chord first; then those as unequal as
+    `UNEQUAL_CUT`, tried once no balanced cut was taken. Cuts are made as they are asked for."""
+    unequal: list[tuple[ChordCut, bool]] = []
+    for _, p, q, shallow in chords:
         cut = _chord_cut(own, p, q, min_piece)
         if cut is None or len(cut[1]) < 2:
             continue  # the chord leaves the object (no neck), or leaves one piece
@@ -429,20 +484,15 @@ def _concavity_split(
             if balance >= UNEQUAL_CUT:
                 unequal.append((cut, shallow))  # tried once no cut is balanced
             continue
-        markers = _cut_pieces(own, values, cut, shallow, long_cut)
-        if markers is not None and not (neck and _chromatid_profile(markers, values, settings)):
-            return markers
+        yield cut, shallow, False
     for cut, shallow in unequal:
-        markers = _cut_pieces(own, values, cut, shallow, long_cut)
-        if markers is not None and not _chromatid_profile(markers, values, settings):
-            return markers
-    return None
+        yield cut, shallow, True
 
 
 def _cut_pieces(
     own: np.ndarray,
     values: np.ndarray,
-    cut: tuple[np.ndarray, list[int], list[int]],
+    cut: ChordCut,
     shallow: bool,
     long_cut: float,
 ) -> np.ndarray | None:
@@ -469,8 +519,6 @@ def _notches(
 ) -> tuple[int, list[tuple[np.ndarray, float, int]]] | None:
     """The outline's length and its concavities at least `min_depth` px deep: (point (x, y)
     in the object's box, depth px, index along the outline); None without two of them."""
-    import cv2
-
     padded = cv2.copyMakeBorder(own.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
@@ -495,12 +543,10 @@ def _notches(
 
 def _chord_cut(
     own: np.ndarray, p: np.ndarray, q: np.ndarray, min_piece: float
-) -> tuple[np.ndarray, list[int], list[int]] | None:
+) -> ChordCut | None:
     """The object cut along the chord p-q: the parts' label map, the labels of those of at
     least `min_piece` pixels and their areas; None when the chord leaves the object (no neck
     there)."""
-    import cv2
-
     steps = max(2, int(math.hypot(*(p - q))) + 1)
     xs = np.linspace(p[0], q[0], steps).round().astype(int)
     ys = np.linspace(p[1], q[1], steps).round().astype(int)
@@ -517,8 +563,6 @@ def _rod_like(piece: np.ndarray) -> bool:
     """Whether a piece is one rod: at least twice as long as wide, and its mean width (area
     over axis length) no more than about its ridge width; a V or an X is wider on average
     than along its ridge, a blob is short."""
-    import cv2
-
     mask = piece.astype(np.uint8)
     area = int(mask.sum())
     if area == 0:
@@ -540,8 +584,6 @@ def _drop_fragments(markers: np.ndarray, count: int) -> np.ndarray:
     A watershed can leave a piece a few stray pixels cut off from its body (across another
     piece's rim); kept, they would stretch that piece's box far beyond the chromosome.
     """
-    import cv2
-
     for k in range(1, count + 1):
         piece = (markers == k).astype(np.uint8)
         n, parts, stats, _ = cv2.connectedComponentsWithStats(piece, connectivity=8)

@@ -14,13 +14,19 @@ import cv2
 import numpy as np
 import pytest
 
-from chromowatch.ingest import to_rgb8
-from chromowatch.records import BBox, Segmentation
+from chromowatch.demo import synth
+from chromowatch.ingest import read_spread, to_rgb8
+from chromowatch.records import CLASS_COLOURS, BBox, Segmentation, hex_to_rgb
 from chromowatch.segmentation import segment as segment_module
 from chromowatch.segmentation import sisters as sisters_module
 from chromowatch.segmentation import split as split_module
-from chromowatch.segmentation.segment import CLASS_COLOURS, draw_overlay, segment
-from chromowatch.settings import SegmentSettings
+from chromowatch.segmentation.clumps import join_fragments
+from chromowatch.segmentation.foreground import Scale, Unit, find_units, measure_darkness
+from chromowatch.segmentation.overlay import draw_overlay
+from chromowatch.segmentation.segment import segment
+from chromowatch.segmentation.split import _drop_fragments, _rod_like, install_pieces
+from chromowatch.segmentation.yardstick import Yardstick
+from chromowatch.settings import IngestSettings, SegmentSettings
 
 GLASS = (104, 102, 104)
 INK = (72, 32, 92)
@@ -223,8 +229,6 @@ def _jpeg(rgb: np.ndarray, quality: int = 75) -> np.ndarray:
 def test_luma_keeps_the_gap_a_jpeg_blurs_in_the_stain_channel() -> None:
     """JPEG keeps colour at half resolution: the gap between two close rods is shallower in
     the stain's channel than the lossless image shows it, but as deep in luma."""
-    from chromowatch.segmentation.foreground import measure_darkness
-
     def gap_depth(rgb: np.ndarray, luma: bool) -> float:
         dark, _ = measure_darkness(rgb, luma=luma)
         profile = dark[45:62, 60:100].astype(float).mean(axis=1)  # across both rods
@@ -295,7 +299,7 @@ def test_overlay_draws_boxes_in_class_colours() -> None:
     labels = {c.index: "C" for c in seg.crops}
     coloured = draw_overlay(rgb, seg, labels)
     b = seg.crops[0].bbox
-    assert tuple(coloured[b.y, b.x + b.w // 2]) == CLASS_COLOURS["C"]
+    assert tuple(coloured[b.y, b.x + b.w // 2]) == hex_to_rgb(CLASS_COLOURS["C"])
 
 
 def test_overlay_of_an_empty_segmentation_is_the_picture() -> None:
@@ -307,9 +311,6 @@ def test_overlay_of_an_empty_segmentation_is_the_picture() -> None:
 @pytest.mark.realdata
 def test_ddx11_floors(real_data: Path) -> None:
     """Regression guard on the real spreads (the issue's targets are in BENCHMARKS.md)."""
-    from chromowatch.ingest import read_spread
-    from chromowatch.settings import IngestSettings
-
     found = [0, 0, 0]
     total = [0, 0, 0]
     crops = matched = 0
@@ -407,8 +408,6 @@ def test_a_short_sister_pair_splayed_apart_stays_one_object() -> None:
 
 def test_watershed_pieces_keep_only_their_body() -> None:
     """A stray pixel of a piece beyond its neighbour would stretch the piece's box."""
-    from chromowatch.segmentation.split import _drop_fragments
-
     markers = np.zeros((20, 30), np.int32)
     markers[2:8, 2:12] = 1
     markers[2:8, 14:28] = 2
@@ -420,8 +419,6 @@ def test_watershed_pieces_keep_only_their_body() -> None:
 
 def test_rod_like_tells_one_rod_from_a_v_or_a_blob() -> None:
     """The check that lets a cut end at a shallow notch: both pieces must be single rods."""
-    from chromowatch.segmentation.split import _rod_like
-
     canvas = np.zeros((80, 80), np.uint8)
     rod = cv2.line(canvas.copy(), (10, 40), (70, 30), 1, 9)
     bent = cv2.line(cv2.line(canvas.copy(), (10, 60), (40, 15), 1, 9), (40, 15), (70, 60), 1, 9)
@@ -637,8 +634,6 @@ def _end(mask: np.ndarray, angle: float, sign: float) -> np.ndarray:
 
 def _rods_drawn(rng: np.random.Generator, classes: str = "A" * 12) -> np.ndarray:
     """Darkness of twelve chromosomes drawn by chromowatch.demo.synth on a grid (class A rods)."""
-    from chromowatch.demo import synth
-
     dark = np.zeros((480, 720), np.float32)
     for k, cls in enumerate(classes):
         patch, _ = synth.render_chromosome(
@@ -671,8 +666,6 @@ def _press(
 
 def _spread_rgb(rng: np.random.Generator, dark: np.ndarray) -> np.ndarray:
     """The darkness map on glass through the synthetic chromatin's colour, blurred, noisy."""
-    from chromowatch.demo import synth
-
     rgb = np.array(GLASS, np.float32) * np.exp(-1.1 * dark[..., None] * synth._CHROMATIN_OD)
     rgb = cv2.GaussianBlur(rgb, (0, 0), 1.0) + rng.normal(0, 1.0, rgb.shape)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
@@ -684,8 +677,6 @@ def _pressed_pair_spread(
     """Twelve chromosomes (class A rods unless `classes` says), and two class A rods pressed
     end to end at `turn` radians, 2 px into each other: one object. The spread, and the
     pair's true boxes."""
-    from chromowatch.demo import synth
-
     rng = np.random.default_rng(seed)
     dark = _rods_drawn(rng, classes)
     first, first_mask = synth.render_chromosome(rng, "A", length=42, width=7.0, angle=0.0)
@@ -700,8 +691,6 @@ def _pressed_pair_spread(
 def _pressed_to_side_spread(length: float, turn: float, seed: int) -> tuple[np.ndarray, list[BBox]]:
     """Twelve class A rods, a long one (64 px) lying flat and a short one (`length` px) at
     `turn` radians whose lower end is pressed 2 px into the long one's side at its middle."""
-    from chromowatch.demo import synth
-
     rng = np.random.default_rng(seed)
     dark = _rods_drawn(rng)
     long_, long_mask = synth.render_chromosome(rng, "A", length=64, width=7.0, angle=0.0)
@@ -752,8 +741,6 @@ def test_a_short_rod_pressed_against_a_long_ones_side_is_cut_off(
 def _parallel_rods_spread(seed: int, gap: int, classes: str) -> tuple[np.ndarray, list[BBox]]:
     """Twelve chromosomes of `classes` and two class A rods lying parallel, `gap` px apart.
     The spread, and the two rods' true boxes."""
-    from chromowatch.demo import synth
-
     rng = np.random.default_rng(seed)
     dark = _rods_drawn(rng, classes)
     boxes, top = [], 300
@@ -803,8 +790,6 @@ def test_rods_cut_at_a_kink_are_not_taken_back_for_splayed_sisters() -> None:
     profiles; the touching-sisters test used to take them back as sisters splayed from one
     end, being as thin as the spread's thin mode. A kink cut's pieces now answer to the
     kink cut's own whole-chromosome tests only."""
-    from chromowatch.demo import synth
-
     spread = synth.dataset_spread(46, 1, 6)
     region = BBox(205, 200, 50, 75)
     inside = [o for o in spread.objects if region.x <= o.bbox.x < region.x + region.w]
@@ -820,9 +805,6 @@ def test_a_sister_pair_is_not_cut_unequally(
 ) -> None:
     """A class C pair on ddx11 (spread 1) that an unequal notch cut parts into its two
     chromatids unless the pieces' peaked profiles stop it."""
-    from chromowatch.ingest import read_spread
-    from chromowatch.settings import IngestSettings
-
     rgb = read_spread(real_data / "ddx11" / "images" / "1.png", IngestSettings()).rgb
     pair = BBox(806, 138, 42, 55)  # labels/1.txt, class 2
 
@@ -902,9 +884,6 @@ def test_a_short_pair_touching_a_chromosome_is_regrouped_as_its_own_crop(seed: i
 def test_a_lone_chromatid_cut_off_its_pair_rejoins_the_piece_it_continues() -> None:
     """The watershed of a clump cut one chromatid (thin, under half a typical object) off
     the rest of its pair, end to end: it joins that piece instead of being its own crop."""
-    from chromowatch.segmentation.clumps import join_fragments
-    from chromowatch.segmentation.foreground import Scale, find_units
-
     labels = np.zeros((200, 400), np.int32)
     labels[20:50, 50:54] = 1  # the lone chromatid
     labels[50:80, 46:58] = 2  # the rest of the pair, touching its end
@@ -919,7 +898,7 @@ def test_a_lone_chromatid_cut_off_its_pair_rejoins_the_piece_it_continues() -> N
     units = find_units(labels, n, dark)
     groups = [[i] for i in range(len(units))]
     scale = Scale(threshold=20.0, stroke=5.0, peak=100.0)
-    out = join_fragments(units, groups, labels, scale)
+    out = join_fragments(units, groups, labels, Yardstick.measure(scale, units))
     assert len(out) == len(groups) - 1
     assert sorted(next(g for g in out if len(g) == 2)) == [0, 1]
 
@@ -927,9 +906,6 @@ def test_a_lone_chromatid_cut_off_its_pair_rejoins_the_piece_it_continues() -> N
 def test_installed_pieces_take_labels_past_the_largest_piece_number() -> None:
     """Pieces numbered 1 and 3 (a splitter left number 2 unused) go in as n and n+2, and the
     next free label is n+3: counting the pieces instead would hand n+2 out twice."""
-    from chromowatch.segmentation.foreground import Unit
-    from chromowatch.segmentation.split import install_pieces
-
     labels = np.zeros((6, 10), np.int32)
     labels[1:5, 2:9] = 7
     window = labels[1:5, 2:9]
@@ -953,8 +929,6 @@ def test_a_split_that_leaves_one_piece_keeps_the_label_map_consistent() -> None:
     2 of a nucleus's remnant): the next object's labels must start past it, or two objects
     share a label and one of them loses its pixels (this spread of six nuclei and no
     metaphase, synthetic seed 10, raised ValueError)."""
-    from chromowatch.demo import synth
-
     rng = np.random.default_rng(np.random.SeedSequence(10, spawn_key=(0, 2)))
     metaphases = int(rng.choice([0, 1, 2], p=[0.05, 0.8, 0.15]))
     spread = synth.generate_spread(rng, metaphases=metaphases, class_weights=(0.8, 0.15, 0.05))
