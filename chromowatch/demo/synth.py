@@ -389,6 +389,64 @@ def _press(
     return None
 
 
+@dataclass(frozen=True)
+class _Scatter:
+    """One metaphase's round area on the canvas, where its chromosomes are put."""
+
+    rng: np.random.Generator
+    canvas: _Canvas
+    style: _Style
+    centre: tuple[float, float]
+    radius: float
+
+    def spot(self) -> tuple[float, float]:
+        """A random point in the area (one in twenty a stray just outside it)."""
+        stray = self.rng.random() < 0.05
+        far = self.radius * (self.rng.uniform(1.0, 1.15) if stray else math.sqrt(self.rng.random()))
+        theta = self.rng.uniform(0, 2 * np.pi)
+        return (self.centre[0] + far * math.sin(theta),
+                self.centre[1] + far * math.cos(theta) * 1.1)
+
+    def place_free(self, klass: str) -> int | None:
+        """A chromosome touching nothing (40 tries); its canvas label, None if no room."""
+        piece = _Piece.make(self.rng, klass, self.style.scale)
+        for _ in range(40):
+            pos = _try_free(self.canvas, piece, *self.spot())
+            if pos is not None:
+                return self.canvas.add_object(piece.darkness, piece.mask, *pos)
+        return None
+
+    def place_partner(self, klass: str, anchor: int) -> int | None:
+        """A chromosome touching the one labelled `anchor` (12 tries); its label or None."""
+        partner = _Piece.make(self.rng, klass, self.style.scale)
+        for _ in range(12):
+            pos = _try_touching(self.rng, self.canvas, partner, anchor)
+            if pos is not None:
+                return self.canvas.add_object(partner.darkness, partner.mask, *pos)
+        return None
+
+
+def _place_pairs(scatter: _Scatter, queue: list[str], pairs: int
+                 ) -> list[tuple[int, str, bool]]:
+    """Up to `pairs` touching pairs from the end of `queue` (classes left unplaced go back
+    on it); (label, class, touching) of each chromosome placed."""
+    placed: list[tuple[int, str, bool]] = []
+    for _ in range(pairs):
+        if len(queue) < 2:
+            break
+        first, second = queue.pop(), queue.pop()
+        anchor = scatter.place_free(first)
+        if anchor is None:
+            continue
+        label = scatter.place_partner(second, anchor)
+        if label is None:
+            placed.append((anchor, first, False))
+            queue.append(second)
+            continue
+        placed += [(anchor, first, True), (label, second, True)]
+    return placed
+
+
 def _place_cluster(
     rng: np.random.Generator,
     canvas: _Canvas,
@@ -403,44 +461,11 @@ def _place_cluster(
     """Scatter `count` chromosomes over a roughly round metaphase; some in touching pairs."""
     classes = rng.choice(np.array(CLASS_NAMES), size=count, p=class_weights).tolist()
     pairs = int(rng.binomial(count // 2, min(max(touching_fraction, 0.0), 1.0)))
-    placed: list[tuple[int, str, bool]] = []  # (label, cls, touching)
-
-    def spot() -> tuple[float, float]:
-        stray = rng.random() < 0.05
-        far = radius * (rng.uniform(1.0, 1.15) if stray else math.sqrt(rng.random()))
-        theta = rng.uniform(0, 2 * np.pi)
-        return centre[0] + far * math.sin(theta), centre[1] + far * math.cos(theta) * 1.1
-
-    def place_free(klass: str) -> int | None:
-        piece = _Piece.make(rng, klass, style.scale)
-        for _ in range(40):
-            pos = _try_free(canvas, piece, *spot())
-            if pos is not None:
-                return canvas.add_object(piece.darkness, piece.mask, *pos)
-        return None
-
+    scatter = _Scatter(rng, canvas, style, centre, radius)
     queue = list(classes)
-    for _ in range(pairs):
-        if len(queue) < 2:
-            break
-        first, second = queue.pop(), queue.pop()
-        anchor = place_free(first)
-        if anchor is None:
-            continue
-        partner = _Piece.make(rng, second, style.scale)
-        pos: tuple[int, int] | None = None
-        for _ in range(12):
-            pos = _try_touching(rng, canvas, partner, anchor)
-            if pos is not None:
-                break
-        if pos is None:
-            placed.append((anchor, first, False))
-            queue.append(second)
-            continue
-        label = canvas.add_object(partner.darkness, partner.mask, *pos)
-        placed += [(anchor, first, True), (label, second, True)]
+    placed = _place_pairs(scatter, queue, pairs)
     for klass in queue:
-        loose = place_free(klass)
+        loose = scatter.place_free(klass)
         if loose is not None:
             placed.append((loose, klass, False))
     if len(placed) < count:
