@@ -187,7 +187,7 @@ def raw_classify(models: Path, name: str, blobs: list[bytes], args: argparse.Nam
 def enhanced_crops(blobs: list[bytes], folder: Path) -> list[np.ndarray]:
     """The enhanced crops of these spreads, as the daemon's workers make them (files and
     data under `folder`)."""
-    from chromowatch.pipeline import prepare_image
+    from chromowatch.pipeline import prepare
     from chromowatch.settings import Settings
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,7 +196,7 @@ def enhanced_crops(blobs: list[bytes], folder: Path) -> list[np.ndarray]:
     for i, blob in enumerate(blobs):
         path = folder / f"spread{i}.png"
         path.write_bytes(blob)
-        crops.extend(c.enhanced for c in prepare_image(path, settings).crops)
+        crops.extend(c.enhanced for c in prepare(path, settings).crops)
     return crops
 
 

@@ -1,13 +1,18 @@
-"""process_file(): the stages a spread goes through, top to bottom.
+"""The three steps a spread goes through, and the one-shot run of them.
 
-ingest -> segment -> enhance -> classify -> store. `chromowatch process` and the daemon both
-call this, so what is tested one-shot is what runs unattended.
+    prepare   ingest (decode, validate), segment, enhance, write the crop files
+    classify  the crops of one or many prepared spreads through the ensemble, in one call
+    commit    one transaction per image (crops, predictions); a failure recorded one way
+
+`process_file` runs the three for `chromowatch process`. The daemon runs the same three in its
+own places: `prepare` in worker processes (CPU work), `classify` in the one thread that owns
+the device (batching crops of several spreads), `commit` in its writer thread. A stage added
+here therefore reaches both.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +23,8 @@ import numpy as np
 from chromowatch import enhance, ingest
 from chromowatch.enhance import ENHANCEMENT
 from chromowatch.errors import InputImageError, ModelError
-from chromowatch.records import BBox, Crop, Prediction, Spread
+from chromowatch.files import crop_dir, write_crop_png
+from chromowatch.records import BBox, Prediction, Spread
 from chromowatch.segmentation import segment
 from chromowatch.settings import Settings
 from chromowatch.store import ImageRow, Store, StoredCrop
@@ -27,8 +33,6 @@ if TYPE_CHECKING:
     from chromowatch.classify.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
-
-# The enhancement this pipeline applies to crops; a model must expect exactly this.
 
 
 @dataclass(frozen=True)
@@ -78,30 +82,6 @@ class ImageResult:
         }
 
 
-def check_model_fits(ensemble: Ensemble) -> None:
-    if ensemble.enhancement != ENHANCEMENT:
-        raise ModelError(
-            f"model {ensemble.name} expects {ensemble.enhancement!r} crops, but the pipeline "
-            f"produces {ENHANCEMENT!r} crops",
-            hint="choose another model with --model or classify.model",
-        )
-
-
-def write_crop_file(directory: Path, index: int, rgb: np.ndarray) -> str:
-    """Write an enhanced crop as PNG atomically; returns its path."""
-    import cv2
-
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{index:04d}.png"
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"could not encode crop {index} as PNG")
-    part = target.with_suffix(".png.part")
-    part.write_bytes(encoded.tobytes())
-    os.replace(part, target)
-    return str(target)
-
-
 @dataclass(frozen=True)
 class PreparedCrop:
     """An enhanced crop, as the model will see it, with its file already written."""
@@ -129,6 +109,24 @@ class PreparedImage:
     crops: tuple[PreparedCrop, ...]
 
 
+def check_model_fits(ensemble: Ensemble) -> None:
+    """A model trained on other crops than this pipeline's would score them silently wrong."""
+    if ensemble.enhancement != ENHANCEMENT:
+        raise ModelError(
+            f"model {ensemble.name} expects {ensemble.enhancement!r} crops, but the pipeline "
+            f"produces {ENHANCEMENT!r} crops",
+            hint="choose another model with --model or classify.model",
+        )
+
+
+# -- prepare --------------------------------------------------------------------------------
+
+
+def prepare(path: Path, settings: Settings) -> PreparedImage:
+    """Ingest, segment and enhance one file; raises InputImageError for a bad file."""
+    return prepare_spread(ingest.read_spread(path, settings.ingest), settings)
+
+
 def prepare_spread(spread: Spread, settings: Settings) -> PreparedImage:
     """Segment and enhance a decoded spread; its enhanced crops are written under crops/."""
     seg = segment.segment(
@@ -136,20 +134,37 @@ def prepare_spread(spread: Spread, settings: Settings) -> PreparedImage:
     )
     if not seg.crops:
         log.info("%s: no chromosomes found (%s)", spread.path, seg.note or "no reason given")
-    crop_dir = settings.paths.crops / spread.sha256[:2] / spread.sha256
+    directory = crop_dir(settings.paths.crops, spread.sha256)
     crops = []
     for crop in seg.crops:
         image = enhance.enhance_crop(crop, settings.enhance)
         crops.append(PreparedCrop(crop.index, crop.bbox, crop.metaphase, crop.flags, image,
-                                  write_crop_file(crop_dir, crop.index, image)))
+                                  write_crop_png(directory, crop.index, image)))
     return PreparedImage(path=spread.path, sha256=spread.sha256, size_bytes=spread.size_bytes,
                          width=spread.width, height=spread.height, metaphases=seg.metaphases,
                          note=seg.note, crops=tuple(crops))
 
 
-def prepare_image(path: Path, settings: Settings) -> PreparedImage:
-    """Ingest, segment and enhance one file; raises InputImageError for a bad file."""
-    return prepare_spread(ingest.read_spread(path, settings.ingest), settings)
+# -- classify -------------------------------------------------------------------------------
+
+
+def classify(images: Sequence[PreparedImage], ensemble: Ensemble) -> list[list[Prediction]]:
+    """Predictions for the crops of several spreads, per spread and in crop order.
+
+    The crops go through the ensemble in one call: a device is fastest on full batches, and
+    a spread rarely fills one alone.
+    """
+    crops = [c.enhanced for image in images for c in image.crops]
+    predictions = ensemble.predict(crops) if crops else []
+    out: list[list[Prediction]] = []
+    start = 0
+    for image in images:
+        out.append(list(predictions[start:start + len(image.crops)]))
+        start += len(image.crops)
+    return out
+
+
+# -- commit ---------------------------------------------------------------------------------
 
 
 def _duplicate(store: Store, path: str, sha256: str, width: int, height: int
@@ -163,30 +178,21 @@ def _duplicate(store: Store, path: str, sha256: str, width: int, height: int
                        image_id=int(known["id"]), width=width, height=height)
 
 
-def finish_image(
+def commit(
     prepared: PreparedImage,
+    predictions: Sequence[Prediction],
     *,
     sample: str,
-    settings: Settings,
     store: Store,
-    ensemble: Ensemble | None = None,
-    predictions: Sequence[Prediction] | None = None,
     metaphase_label: str | None = None,
 ) -> ImageResult:
-    """Classify a prepared spread and commit its results in one transaction.
+    """Store a classified spread, crops and predictions, in one transaction.
 
-    The daemon classifies crops of several images in one batch and passes `predictions`;
-    otherwise `ensemble` classifies them here. Content already stored (under any name) is
-    not stored again: the result is a duplicate.
+    Content already stored (under any name) is not stored again: the result is a duplicate.
     """
     dup = _duplicate(store, prepared.path, prepared.sha256, prepared.width, prepared.height)
     if dup is not None:
         return dup
-    if predictions is None:
-        if ensemble is None:
-            raise ValueError("finish_image needs an ensemble or predictions")
-        images = [c.enhanced for c in prepared.crops]
-        predictions = ensemble.predict(images) if images else []
     results = tuple(
         CropResult(c.index, c.bbox, c.metaphase, c.flags, pred, c.file)
         for c, pred in zip(prepared.crops, predictions, strict=True)
@@ -213,6 +219,21 @@ def finish_image(
                        note=prepared.note)
 
 
+def commit_failure(store: Store, *, path: str, sample: str, error: str,
+                   message: str | None = None) -> ImageResult:
+    """Record that a file could not be processed, and why: an images row with status failed,
+    which results and reports count. `message` is what the caller shows (default: error)."""
+    try:
+        size: int | None = Path(path).stat().st_size if Path(path).is_file() else None
+    except OSError:
+        size = None
+    store.record_failure(path=path, sample=sample, error=error, size=size, sha256=None)
+    return ImageResult(path=path, sample=sample, status="failed", error=message or error)
+
+
+# -- the three in one go ----------------------------------------------------------------------
+
+
 def process_file(
     path: Path,
     *,
@@ -222,31 +243,32 @@ def process_file(
     ensemble: Ensemble,
     metaphase_label: str | None = None,
 ) -> ImageResult:
-    """Run one spread through every stage and commit its results in one transaction.
+    """Prepare, classify and commit one spread (`chromowatch process`).
 
-    A bad input file is recorded as failed with its reason and returned, never raised:
-    the caller goes on with the next file.
+    Prepare runs in its two halves so that content already stored is recognised after
+    decoding, before it is segmented again. A bad input file is recorded as failed with its
+    reason and returned, never raised: the caller goes on with the next file.
     """
     try:
         spread = ingest.read_spread(path, settings.ingest)
     except InputImageError as exc:
         log.warning("skipped %s", exc)
-        size = path.stat().st_size if path.is_file() else None
-        store.record_failure(path=str(path), sample=sample, error=exc.problem, size=size,
-                             sha256=None)
-        return ImageResult(path=str(path), sample=sample, status="failed", error=str(exc))
-
+        return commit_failure(store, path=str(path), sample=sample, error=exc.problem,
+                              message=str(exc))
     dup = _duplicate(store, str(path), spread.sha256, spread.width, spread.height)
     if dup is not None:
         return dup
-    return finish_image(prepare_spread(spread, settings), sample=sample, settings=settings,
-                        store=store, ensemble=ensemble, metaphase_label=metaphase_label)
+    prepared = prepare_spread(spread, settings)
+    (predictions,) = classify([prepared], ensemble)
+    return commit(prepared, predictions, sample=sample, store=store,
+                  metaphase_label=metaphase_label)
 
 
 def classify_files(
     paths: Sequence[Path], *, settings: Settings, ensemble: Ensemble, enhanced: bool
 ) -> list[tuple[Path, Prediction | InputImageError]]:
-    """Classify single-chromosome crop images; raw crops are enhanced first.
+    """Classify single-chromosome crop images (`chromowatch classify`); raw crops are
+    enhanced first, each as one whole crop.
 
     A bad file gives its error in place of a prediction; the others are still classified.
     """
@@ -260,11 +282,7 @@ def classify_files(
             log.warning("skipped %s", exc)
             out[path] = exc
             continue
-        if not enhanced:
-            h, w = rgb.shape[:2]
-            rgb = enhance.enhance_crop(Crop(index=0, bbox=BBox(0, 0, w, h), rgb=rgb),
-                                       settings.enhance)
-        images.append(rgb)
+        images.append(rgb if enhanced else enhance.enhance_whole(rgb, settings.enhance))
         kept.append(path)
     for path, pred in zip(kept, ensemble.predict(images) if images else [], strict=True):
         out[path] = pred

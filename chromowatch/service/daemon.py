@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from chromowatch import __version__
+from chromowatch import __version__, pipeline
 from chromowatch.errors import ChromowatchError, UsageError
 from chromowatch.service.ledger import BACKLOG_STATES, Job, Ledger
 from chromowatch.service.samples import Completion, flush_outbox, run_completion_hook
@@ -45,7 +45,6 @@ from chromowatch.store import Store
 
 if TYPE_CHECKING:
     from chromowatch.classify.ensemble import Ensemble
-    from chromowatch.pipeline import PreparedImage
     from chromowatch.records import Prediction
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ STALL_S = 120.0  # a core thread that has not gone round its loop for this long 
 @dataclass
 class _Item:
     job: Job
-    prepared: PreparedImage
+    prepared: pipeline.PreparedImage
     predictions: Sequence[Prediction] = ()
     prepare_s: float = 0.0
 
@@ -246,7 +245,6 @@ class Daemon:
     def _load_model(self, *, initial: bool = False) -> None:
         """Load the configured ensemble; keep the old one when the new one cannot be loaded."""
         from chromowatch.classify.library import ModelLibrary
-        from chromowatch.pipeline import check_model_fits
 
         s = self.settings
         sig = self._model_signature()
@@ -257,7 +255,7 @@ class Daemon:
 
                 torch.set_num_threads(s.classify.threads)
             ensemble = ModelLibrary(s.paths.models).load_configured(s.classify)
-            check_model_fits(ensemble)
+            pipeline.check_model_fits(ensemble)
         except ChromowatchError as exc:
             if initial and self.until_complete:
                 raise
@@ -307,7 +305,7 @@ class Daemon:
             job = self._in_flight.get(result.task.file_id)
         if job is None:
             return
-        if result.error is None:
+        if result.prepared is not None:
             item = _Item(job, result.prepared, prepare_s=result.seconds)
             while True:
                 try:
@@ -316,7 +314,7 @@ class Daemon:
                 except queue.Full:
                     if self.loops[0].stop_event.is_set():
                         return  # stopping: the file stays "processing" and is rolled back
-        self._fail(ledger, job, result.error)
+        self._fail(ledger, job, result.error or "no result")
 
     def _fail(self, ledger: Ledger, job: Job, error: str) -> None:
         with self._in_flight_lock:
@@ -355,20 +353,17 @@ class Daemon:
                 break
             batch.append(item)
             crops += len(item.prepared.crops)
-        images = [c.enhanced for item in batch for c in item.prepared.crops]
         try:
-            predictions = ensemble.predict(images) if images else []
+            predictions = pipeline.classify([item.prepared for item in batch], ensemble)
         except Exception as exc:  # e.g. out of memory: these files fail, the daemon goes on
-            log.exception("classifying %d crops failed: %s", len(images), exc)
+            crops = sum(len(item.prepared.crops) for item in batch)
+            log.exception("classifying %d crops failed: %s", crops, exc)
             ledger = Ledger(self.store_for_thread(), self.settings.daemon)
             for item in batch:
                 self._fail(ledger, item.job, f"classification failed: {exc}")
             return
-        start = 0
-        for item in batch:
-            n = len(item.prepared.crops)
-            item.predictions = predictions[start:start + n]
-            start += n
+        for item, preds in zip(batch, predictions, strict=True):
+            item.predictions = preds
             self._write_q.put(item)
 
     _thread_stores: threading.local = threading.local()
@@ -383,8 +378,6 @@ class Daemon:
     # -- writer: results, then "done" -------------------------------------------------------
 
     def _write_step(self) -> None:
-        from chromowatch.pipeline import finish_image
-
         if self._writer_ledger is None:
             self._writer_ledger = Ledger(Store.open(self.settings.paths.db), self.settings.daemon)
         ledger = self._writer_ledger
@@ -395,9 +388,8 @@ class Daemon:
         job = item.job
         started = time.perf_counter()
         try:
-            result = finish_image(item.prepared, sample=job.sample, settings=self.settings,
-                                  store=ledger.store, predictions=item.predictions,
-                                  metaphase_label=job.metaphase)
+            result = pipeline.commit(item.prepared, item.predictions, sample=job.sample,
+                                     store=ledger.store, metaphase_label=job.metaphase)
             assert result.image_id is not None
             ledger.done(job, sha256=item.prepared.sha256, image_id=result.image_id,
                         crops=len(result.crops), duplicate=result.status == "duplicate")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from chromowatch import pipeline
 from chromowatch.settings import DaemonSettings
 from chromowatch.store import Store
 
@@ -135,8 +136,7 @@ class Ledger:
         if attempts >= self.settings.max_attempts:
             self.store.ledger_mark_failed(job.path, state="quarantined", error=error,
                                           attempts=attempts, next_attempt_at=None, now=now)
-            self.store.record_failure(path=job.path, sample=job.sample, error=error, size=None,
-                                      sha256=None)
+            pipeline.commit_failure(self.store, path=job.path, sample=job.sample, error=error)
             log.error("file %d quarantined after %d attempt(s): %s: %s", job.id, attempts,
                       job.path, error)
             return "quarantined"

@@ -1,28 +1,40 @@
-"""A pool of worker processes for the CPU stages (ingest, segment, enhance).
+"""A pool of worker processes for the CPU step, `pipeline.prepare` (ingest, segment, enhance).
 
 Processes are started with `spawn` (forking after CUDA initialised fails). Each worker has its
 own pipe and takes one file at a time, so the pool knows which file each worker holds: a file
 that takes longer than `daemon.task_timeout_s` gets its worker killed and replaced, and a
 worker that dies takes only its own file with it. Workers ignore SIGINT/SIGTERM (the daemon
 decides when they stop) and leave on their own when the daemon process is gone.
+
+A worker's log records travel to the daemon on the same pipe, ahead of the file's result, and
+are handled there by the daemon's own handlers: each names the file it concerns, and an
+unexpected exception arrives with its traceback. (One pipe per worker rather than one queue
+shared by all: a worker killed in the middle of a write breaks only its own pipe.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from chromowatch import pipeline
+from chromowatch.errors import InputImageError
 from chromowatch.settings import Settings
 
 log = logging.getLogger(__name__)
+
+Prepare = Callable[[Path, Settings], pipeline.PreparedImage]
 
 
 @dataclass(frozen=True)
@@ -34,20 +46,78 @@ class Task:
 @dataclass(frozen=True)
 class TaskResult:
     task: Task
-    prepared: Any  # chromowatch.pipeline.PreparedImage when ok
+    prepared: pipeline.PreparedImage | None  # set when error is None
     error: str | None
     seconds: float
     count_attempt: bool = True
 
 
-def _worker_main(settings: Settings, conn: Connection, parent_pid: int, threads: int) -> None:
+@dataclass(frozen=True)
+class _LogRecord:
+    """A worker's log record on its way to the daemon (told apart from results)."""
+
+    record: logging.LogRecord
+
+
+class _PipeQueue:
+    """What QueueHandler needs of a queue, writing to the worker's pipe."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        with self.lock:
+            self.conn.send(_LogRecord(record))
+
+
+class _TaskFilter(logging.Filter):
+    """Tags every record with the file the worker holds: `file 3 (/in/S1/a.png): `."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.task: Task | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        task = self.task
+        record.file_id = task.file_id if task else None
+        record.path = task.path if task else None
+        record.task = f"file {task.file_id} ({task.path}): " if task else ""
+        return True
+
+
+def _log_to_parent(conn: Connection, level: int) -> _TaskFilter:
+    """Send this process's records to the daemon; returns the filter that names the file."""
+    handler = logging.handlers.QueueHandler(_PipeQueue(conn))  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(task)s%(message)s"))  # traceback as text
+    tag = _TaskFilter()
+    handler.addFilter(tag)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    return tag
+
+
+def _prepare_one(task: Task, settings: Settings, prepare: Prepare) -> TaskResult:
+    started = time.perf_counter()
+    try:
+        prepared = prepare(Path(task.path), settings)
+        return TaskResult(task, prepared, None, time.perf_counter() - started)
+    except InputImageError as exc:
+        return TaskResult(task, None, exc.problem, time.perf_counter() - started)
+    except Exception as exc:  # anything else is this file's failure, not the worker's
+        log.exception("preparing it failed unexpectedly: %s", exc)
+        return TaskResult(task, None, f"{type(exc).__name__}: {exc}",
+                          time.perf_counter() - started)
+
+
+def _worker_main(settings: Settings, conn: Connection, parent_pid: int, threads: int,
+                 log_level: int, prepare: Prepare) -> None:
     """Runs in the worker process: prepare one file per message until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    import cv2
-
-    from chromowatch.errors import InputImageError
-    from chromowatch.pipeline import prepare_image
+    tag = _log_to_parent(conn, log_level)
+    import cv2  # the worker's own process: cv2 is loaded here, not at daemon start
 
     cv2.setNumThreads(threads)
     while True:
@@ -61,16 +131,10 @@ def _worker_main(settings: Settings, conn: Connection, parent_pid: int, threads:
             return
         if task is None:
             return
-        started = time.perf_counter()
+        tag.task = task
         try:
-            prepared = prepare_image(Path(task.path), settings)
-            result = TaskResult(task, prepared, None, time.perf_counter() - started)
-        except InputImageError as exc:
-            result = TaskResult(task, None, exc.problem, time.perf_counter() - started)
-        except Exception as exc:  # anything else is this file's failure, not the worker's
-            result = TaskResult(task, None, f"{type(exc).__name__}: {exc}",
-                                time.perf_counter() - started)
-        try:
+            result = _prepare_one(task, settings, prepare)
+            tag.task = None
             conn.send(result)
         except (BrokenPipeError, OSError):
             return
@@ -86,15 +150,27 @@ class _Worker:
     retire: bool = False
 
 
+def _hand_on(record: logging.LogRecord) -> None:
+    """A worker's record, to the daemon's handlers as if logged here."""
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
+
+
 class WorkerPool:
-    """`size` worker processes; submit() to an idle one, collect() results and timeouts."""
+    """`size` worker processes; submit() to an idle one, collect() results and timeouts.
+
+    `prepare` is the step the workers run (pipeline.prepare; a test passes its own, which
+    must be importable by name, as spawned processes import it afresh).
+    """
 
     def __init__(self, settings: Settings, size: int, *, task_timeout_s: float,
-                 threads: int = 1) -> None:
+                 threads: int = 1, prepare: Prepare = pipeline.prepare) -> None:
         self.settings = settings
         self.size = size
         self.task_timeout_s = task_timeout_s
         self.threads = threads
+        self.prepare = prepare
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
         self._started = 0
@@ -107,9 +183,10 @@ class WorkerPool:
     def _spawn(self) -> _Worker:
         self._started += 1
         parent, child = self._ctx.Pipe(duplex=True)
+        level = logging.getLogger("chromowatch").getEffectiveLevel()
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(self.settings, child, os.getpid(), self.threads),
+            args=(self.settings, child, os.getpid(), self.threads, level, self.prepare),
             name=f"chromowatch-worker-{self._started}",
             daemon=True,
         )
@@ -158,41 +235,57 @@ class WorkerPool:
         busy = {w.conn: w for w in self._workers if w.task is not None}
         if busy:
             for conn in wait(list(busy), timeout=timeout):
-                w = busy[conn]  # type: ignore[index]
-                try:
-                    result: TaskResult = w.conn.recv()
-                except (EOFError, OSError):
-                    continue  # the process died: handled below
-                w.task = None
-                out.append(result)
+                result = self._receive(busy[conn])  # type: ignore[index]
+                if result is not None:
+                    out.append(result)
         elif timeout > 0:
             time.sleep(timeout)
-        now = time.monotonic()
         for i, w in enumerate(self._workers):
-            if w.task is not None and now > w.deadline:
-                log.error("file %d took longer than %g s in worker %d (pid %s); killing and "
-                          "replacing that worker", w.task.file_id, self.task_timeout_s,
-                          w.number, w.process.pid)
-                out.append(TaskResult(w.task, None,
-                                      f"timed out after {self.task_timeout_s:g} s in a worker",
-                                      self.task_timeout_s))
-                self._kill(w)
-                self._workers[i] = self._spawn()
-                self.replaced += 1
-            elif not w.process.is_alive():
-                code = w.process.exitcode
-                if w.task is not None:
-                    log.error("worker %d died (exit code %s) with file %d; replacing it",
-                              w.number, code, w.task.file_id)
-                    out.append(TaskResult(w.task, None,
-                                          f"the worker process died (exit code {code})", 0.0))
-                else:
-                    log.error("worker %d died (exit code %s); replacing it", w.number, code)
-                w.conn.close()
+            gone, failure = self._lost(w)
+            if failure is not None:
+                out.append(failure)
+            if gone:
                 self._workers[i] = self._spawn()
                 self.replaced += 1
         self._replace_retired()
         return out
+
+    def _receive(self, w: _Worker) -> TaskResult | None:
+        """Hand on the worker's log records; its result once it is there."""
+        try:
+            while True:
+                message = w.conn.recv()
+                if not isinstance(message, _LogRecord):
+                    break
+                _hand_on(message.record)
+                if not w.conn.poll():
+                    return None
+        except (EOFError, OSError):
+            return None  # the process died: `_lost` sees it
+        w.task = None
+        result: TaskResult = message
+        return result
+
+    def _lost(self, w: _Worker) -> tuple[bool, TaskResult | None]:
+        """A hung worker is killed, a dead one noticed: (gone, the failure of the file it
+        held). The caller replaces a worker that is gone."""
+        if w.task is not None and time.monotonic() > w.deadline:
+            log.error("file %d took longer than %g s in worker %d (pid %s); killing and "
+                      "replacing that worker", w.task.file_id, self.task_timeout_s,
+                      w.number, w.process.pid)
+            self._kill(w)
+            return True, TaskResult(w.task, None, f"timed out after {self.task_timeout_s:g} s "
+                                    "in a worker", self.task_timeout_s)
+        if w.process.is_alive():
+            return False, None
+        code = w.process.exitcode
+        w.conn.close()
+        if w.task is None:
+            log.error("worker %d died (exit code %s); replacing it", w.number, code)
+            return True, None
+        log.error("worker %d died (exit code %s) with file %d; replacing it",
+                  w.number, code, w.task.file_id)
+        return True, TaskResult(w.task, None, f"the worker process died (exit code {code})", 0.0)
 
     def _kill(self, w: _Worker) -> None:
         w.process.kill()
