@@ -7,12 +7,15 @@ each of those becomes one InputImageError naming the file, never a half-processe
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from chromowatch.errors import InputImageError
 from chromowatch.records import Spread
@@ -77,17 +80,22 @@ def jpeg_chroma_subsampled(data: bytes) -> bool:
         if length < 2:
             return False
         if marker in _JPEG_SOF:
-            frame = data[pos + 4 : pos + 2 + length]
-            if len(frame) < 6:
-                return False
-            count = frame[5]
-            if count < 3 or len(frame) < 6 + 3 * count:
-                return False
-            factors = [frame[7 + 3 * k] for k in range(count)]
-            luma_h, luma_v = factors[0] >> 4, factors[0] & 0x0F
-            return any((f >> 4) < luma_h or (f & 0x0F) < luma_v for f in factors[1:])
+            return _frame_subsampled(data[pos + 4 : pos + 2 + length])
         pos += 2 + length
     return False
+
+
+def _frame_subsampled(frame: bytes) -> bool:
+    """Whether a JPEG frame header (its bytes after the length) gives some colour component
+    fewer samples than the first (luma); False for a grey frame or a short, broken one."""
+    if len(frame) < 6:
+        return False
+    count = frame[5]
+    if count < 3 or len(frame) < 6 + 3 * count:
+        return False
+    factors = [frame[7 + 3 * k] for k in range(count)]
+    luma_h, luma_v = factors[0] >> 4, factors[0] & 0x0F
+    return any((f >> 4) < luma_h or (f & 0x0F) < luma_v for f in factors[1:])
 
 
 def _check_complete(path: Path, fmt: str, data: bytes) -> None:
@@ -106,18 +114,27 @@ def _check_complete(path: Path, fmt: str, data: bytes) -> None:
         )
 
 
-def _probe_size(path: Path, data: bytes) -> tuple[int, int]:
-    """Width and height from the header alone, so a decompression bomb is never decoded."""
-    import io
+def _probe_size(path: Path, fmt: str, data: bytes) -> tuple[int, int]:
+    """Width and height from the header alone, so a decompression bomb is never decoded.
 
-    from PIL import Image, UnidentifiedImageError
-
+    The first bytes named the format (`sniff_format`); where the image library still cannot
+    read the header, what follows them is damaged. Its own words (which name a memory
+    address, not the file) go to the debug log only.
+    """
     Image.MAX_IMAGE_PIXELS = None  # our own limit applies, checked by the caller
     try:
         with Image.open(io.BytesIO(data)) as im:
             return int(im.size[0]), int(im.size[1])
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputImageError(str(path), f"unreadable image header ({exc})") from None
+        log.debug("%s: the image library cannot read the %s header: %s", path, fmt, exc)
+        name = fmt.upper()
+        raise InputImageError(
+            str(path),
+            f"not a readable {name} image (the header says {name} but the data after it is "
+            "damaged)",
+            hint="re-export the image from the microscope software; the other files are not "
+            "affected",
+        ) from None
 
 
 def to_rgb8(image: np.ndarray, path: str) -> tuple[np.ndarray, int, int]:
@@ -126,8 +143,6 @@ def to_rgb8(image: np.ndarray, path: str) -> tuple[np.ndarray, int, int]:
     16-bit data is scaled by the bit depth the values actually use (12-bit cameras write
     0..4095 into 16-bit files), so exposure is kept rather than stretched per image.
     """
-    import cv2
-
     if image.dtype == np.uint8:
         depth = 8
         scaled = image
@@ -157,8 +172,6 @@ def to_rgb8(image: np.ndarray, path: str) -> tuple[np.ndarray, int, int]:
 
 def decode_bytes(data: bytes, path: Path, settings: IngestSettings) -> np.ndarray:
     """Decoded pixels (OpenCV order, native depth) after format, completeness and size checks."""
-    import cv2
-
     if not data:
         raise InputImageError(str(path), "empty file (0 bytes)")
     fmt = sniff_format(data[:16])
@@ -169,7 +182,7 @@ def decode_bytes(data: bytes, path: Path, settings: IngestSettings) -> np.ndarra
             hint="remove it from the input, or export the spread as PNG, TIFF or JPEG",
         )
     _check_complete(path, fmt, data)
-    width, height = _probe_size(path, data)
+    width, height = _probe_size(path, fmt, data)
     if width * height > settings.max_pixels:
         raise InputImageError(
             str(path),

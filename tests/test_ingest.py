@@ -205,3 +205,19 @@ def test_list_images_walks_folders_and_skips_hidden(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
     found = list_images([tmp_path / "s"], SETTINGS)
     assert [p.name for p in found] == ["b.PNG", "a.tif"]
+
+
+@pytest.mark.parametrize("body", [bytes(300), b"\x00\x00\x00\x0dIHDR" + bytes(range(200))],
+                         ids=["zeros", "broken-ihdr"])
+def test_damaged_png_says_what_the_file_is_and_what_to_do(tmp_path: Path, body: bytes) -> None:
+    """A valid PNG signature (and an IEND at the end) with garbage between: the message names
+    the format and the damage, not the image library's words with a memory address."""
+    path = tmp_path / "damaged.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + b"\x00\x00\x00\x00IEND\xaeB`\x82")
+    with pytest.raises(InputImageError) as caught:
+        read_spread(path, SETTINGS)
+    error = caught.value
+    assert error.path == str(path)
+    assert "not a readable PNG image" in error.problem and "damaged" in error.problem
+    assert "0x" not in str(error) and "BytesIO" not in str(error)
+    assert error.hint is not None and "re-export" in error.hint
