@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,14 @@ def _set_threads(settings: Settings) -> None:
 # -- config ----------------------------------------------------------------------------
 
 
+def _args_config(p: argparse.ArgumentParser) -> None:
+    csub = p.add_subparsers(dest="config_cmd", required=True)
+    show = csub.add_parser("show", help="effective values and where each came from")
+    show.add_argument("--json", action="store_true")
+    csub.add_parser("validate", help="check the configuration; exit 2 naming a bad key")
+    csub.add_parser("generate", help="print a commented example configuration")
+
+
 def cmd_config(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.settings import effective_values, generate_example
 
@@ -82,6 +91,13 @@ def cmd_config(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 # -- image stages ----------------------------------------------------------------------
 
 
+def _args_synth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out_dir")
+    p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--spreads", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def cmd_synth(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.demo.synth import write_dataset
 
@@ -90,6 +106,13 @@ def cmd_synth(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     print(f"wrote {len(paths)} synthetic spreads under {args.out_dir} (not real data: for "
           "tests and demonstrations only)")
     return 0
+
+
+def _args_segment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="JSON list, one object per image")
+    p.add_argument("--overlay", metavar="OUT", help="write the spread with its boxes (PNG, or "
+                   "a folder for several images)")
 
 
 def cmd_segment(args: argparse.Namespace, loaded: LoadedSettings) -> int:
@@ -154,6 +177,14 @@ def cmd_segment(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return EXIT_PARTIAL if failed else 0
 
 
+def _args_classify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="CROP_IMAGE_OR_DIR")
+    p.add_argument("--model", help="ensemble name (default: classify.model, i.e. current)")
+    p.add_argument("--enhanced", action="store_true",
+                   help="the crops are already enhanced (white background): skip enhancement")
+    p.add_argument("--json", action="store_true")
+
+
 def cmd_classify(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.pipeline import classify_files
 
@@ -184,6 +215,13 @@ def cmd_classify(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         print(f"{len(rows) - failed} crops classified with {ensemble.name}: " +
               ", ".join(f"{c} {n}" for c, n in counts.items()))
     return EXIT_PARTIAL if failed else 0
+
+
+def _args_process(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--sample", required=True, help="sample name the spreads belong to")
+    p.add_argument("--model", help="ensemble name (default: classify.model, i.e. current)")
+    p.add_argument("--json", action="store_true")
 
 
 def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
@@ -229,6 +267,11 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return EXIT_PARTIAL if failed else 0
 
 
+def _args_results(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample")
+    p.add_argument("--json", action="store_true")
+
+
 def cmd_results(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.store import Store
 
@@ -246,6 +289,22 @@ def cmd_results(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 
 
 # -- models ----------------------------------------------------------------------------
+
+
+def _args_models(p: argparse.ArgumentParser) -> None:
+    msub = p.add_subparsers(dest="models_cmd", required=True)
+    ls = msub.add_parser("list", help="installed ensembles; * marks the current one")
+    ls.add_argument("--json", action="store_true")
+    fetch = msub.add_parser("fetch", help="install the published models")
+    fetch.add_argument("name", choices=["ikemoto2023"])
+    fetch.add_argument("--from", dest="source", metavar="DIR",
+                       help="local copies of SqueezeNet_1..30.pth instead of downloading")
+    use = msub.add_parser("use", help="make an installed ensemble current")
+    use.add_argument("name")
+    promote = msub.add_parser("promote", help="make an ensemble current after checking that "
+                              "every member loads (a corrupt one is refused)")
+    promote.add_argument("name")
+    msub.add_parser("rollback", help="make the previous ensemble current again")
 
 
 def cmd_models(args: argparse.Namespace, loaded: LoadedSettings) -> int:
@@ -313,6 +372,27 @@ def _metrics_line(metrics: Any) -> str:
 # -- labels and training ---------------------------------------------------------------
 
 
+def _args_labels(p: argparse.ArgumentParser) -> None:
+    lsub = p.add_subparsers(dest="labels_cmd", required=True)
+    lf = lsub.add_parser("import-folder", help="crops sorted into a/, b/, c/ folders")
+    lf.add_argument("folder", metavar="DIR")
+    lf.add_argument("--enhanced", action="store_true",
+                    help="the crops are already enhanced (white background): store as they are")
+    lf.add_argument("--sample", help="sample name (default: the folder's name)")
+    ly = lsub.add_parser("import-yolo", help="spreads with YOLO boxes (class cx cy w h; "
+                         "0=A 1=B 2=C): crops cut from the boxes and enhanced")
+    ly.add_argument("images_dir", metavar="IMAGES_DIR")
+    ly.add_argument("labels_dir", metavar="LABELS_DIR")
+    ly.add_argument("--sample", required=True)
+    lc = lsub.add_parser("import-csv", help="labels (crop_id, class) of a review done elsewhere")
+    lc.add_argument("file", metavar="FILE")
+    for q in (lf, ly, lc):
+        q.add_argument("--who", help="who confirmed the labels (default: the user name)")
+    le = lsub.add_parser("export-csv", help="every confirmed label (crop_id, class, sample, "
+                         "file, source, who, when)")
+    le.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+
+
 def cmd_labels(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.store import Store
     from chromowatch.training import labels
@@ -340,6 +420,14 @@ def cmd_labels(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return EXIT_PARTIAL if summary.skipped else 0
 
 
+def _args_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", metavar="ENSEMBLE", help="start points (default: training.base)")
+    p.add_argument("--members", help="comma-separated architectures, e.g. "
+                   "densenet161,mobilenet_v2,squeezenet1_1 (default: training.members)")
+    p.add_argument("--name", help="the new ensemble's name (default: trained-<UTC time>)")
+    p.add_argument("--force", action="store_true", help="train even if no label changed")
+
+
 def cmd_train(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.training.runner import train
 
@@ -360,6 +448,12 @@ def cmd_train(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return 0
 
 
+def _args_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spreads", type=int, default=3, help="generated spreads per sample")
+    p.add_argument("--models-from", help="folder with local copies of the published models")
+    p.add_argument("--offline", action="store_true", help="do not try to download models")
+
+
 def cmd_demo(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.demo.run import run_demo
 
@@ -371,10 +465,20 @@ def cmd_demo(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 # -- the daemon ------------------------------------------------------------------------
 
 
+def _args_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--until-complete", action="store_true",
+                   help="exit once every sample is complete and nothing waits, saying where "
+                   "the results are (exit 3 when files were quarantined)")
+
+
 def cmd_run(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.service.daemon import run_daemon
 
     return run_daemon(loaded.settings, config=args.config, until_complete=args.until_complete)
+
+
+def _args_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
 
 
 def cmd_status(args: argparse.Namespace, loaded: LoadedSettings) -> int:
@@ -392,6 +496,11 @@ def cmd_status(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     else:
         print(format_status(status))
     return 0
+
+
+def _args_retry(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="*", metavar="FILE")
+    p.add_argument("--failed", action="store_true", help="every failed and quarantined file")
 
 
 def cmd_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
@@ -419,6 +528,13 @@ def cmd_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return 0
 
 
+def _args_sample(p: argparse.ArgumentParser) -> None:
+    ssub = p.add_subparsers(dest="sample_cmd", required=True)
+    close = ssub.add_parser("close", help="mark a sample complete (its report follows once "
+                            "its files are processed)")
+    close.add_argument("name")
+
+
 def cmd_sample(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.store import Store
 
@@ -441,6 +557,15 @@ def _open_existing_store(settings: Settings) -> Any:
         raise UsageError(f"no database at {settings.paths.db} yet",
                          hint="process some spreads first: chromowatch process PATH --sample NAME")
     return Store.open(settings.paths.db)
+
+
+def _args_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("samples", nargs="+", metavar="SAMPLE")
+    p.add_argument("--control", metavar="NAME", help="compare with this sample (default: "
+                   "report.controls)")
+    p.add_argument("--format", default="html,pdf", help="html, pdf or html,pdf (default)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: "
+                   "<data_dir>/reports/<sample>/on-demand)")
 
 
 def cmd_report(args: argparse.Namespace, loaded: LoadedSettings) -> int:
@@ -480,6 +605,13 @@ def cmd_report(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return 0
 
 
+def _args_outbox(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retry", nargs="*", type=int, metavar="ID",
+                   help="make unsent mail due now (all, or these ids) and send")
+    p.add_argument("--pending", action="store_true", help="leave out mail already sent")
+    p.add_argument("--json", action="store_true")
+
+
 def cmd_outbox(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     import time
     from dataclasses import asdict
@@ -510,6 +642,14 @@ def cmd_outbox(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return 0
 
 
+def _args_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample", help="one sample (default: all)")
+    p.add_argument("--format", choices=["csv", "json"], required=True)
+    p.add_argument("--level", choices=["crops", "metaphases", "samples"], default="crops",
+                   help="one row per crop (default), metaphase or sample")
+    p.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+
+
 def cmd_export(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.reports.export import export
 
@@ -530,7 +670,48 @@ def cmd_export(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 # -- parser ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name and help line, the arguments it takes, what runs it."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, LoadedSettings], int]
+
+
+# In the order `chromowatch --help` lists them.
+COMMANDS: tuple[Command, ...] = (
+    Command("config", "show, validate or generate the configuration", _args_config, cmd_config),
+    Command("demo", "the main job on an embedded default: generated spreads, installed (or "
+            "bootstrapped) models, the per-sample A/B/C table", _args_demo, cmd_demo),
+    Command("synth", "write synthetic spreads with known boxes (tests, demos)", _args_synth,
+            cmd_synth),
+    Command("segment", "find the chromosomes of spreads", _args_segment, cmd_segment),
+    Command("classify", "classify single-chromosome crop images", _args_classify, cmd_classify),
+    Command("process", "segment, enhance, classify and store spreads", _args_process,
+            cmd_process),
+    Command("results", "A/B/C counts and fractions per sample", _args_results, cmd_results),
+    Command("models", "install, list and choose models", _args_models, cmd_models),
+    Command("labels", "import and export confirmed labels", _args_labels, cmd_labels),
+    Command("train", "fine-tune an ensemble on the confirmed labels; promote it only if it "
+            "beats the current one on the holdout", _args_train, cmd_train),
+    Command("run", "the daemon: watch the export folders and process every new spread, once",
+            _args_run, cmd_run),
+    Command("status", "the daemon's files per state, backlog, throughput, model and sources",
+            _args_status, cmd_status),
+    Command("retry", "queue failed or quarantined files again", _args_retry, cmd_retry),
+    Command("sample", "sample commands", _args_sample, cmd_sample),
+    Command("report", "render sample reports (HTML, PDF); several samples also give a summary "
+            "side by side", _args_report, cmd_report),
+    Command("outbox", "report mails: list them, retry the unsent now", _args_outbox, cmd_outbox),
+    Command("export", "per-crop, per-metaphase or per-sample results as CSV or JSON",
+            _args_export, cmd_export),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The global options, then one subparser per entry of COMMANDS."""
     parser = argparse.ArgumentParser(
         prog="chromowatch",
         description="Score sister-chromatid cohesion (class A/B/C) on metaphase spreads.",
@@ -541,151 +722,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("config", help="show, validate or generate the configuration")
-    csub = p.add_subparsers(dest="config_cmd", required=True)
-    show = csub.add_parser("show", help="effective values and where each came from")
-    show.add_argument("--json", action="store_true")
-    csub.add_parser("validate", help="check the configuration; exit 2 naming a bad key")
-    csub.add_parser("generate", help="print a commented example configuration")
-    p.set_defaults(func=cmd_config)
-
-    p = sub.add_parser("demo", help="the main job on an embedded default: generated spreads, "
-                       "installed (or bootstrapped) models, the per-sample A/B/C table")
-    p.add_argument("--spreads", type=int, default=3, help="generated spreads per sample")
-    p.add_argument("--models-from", help="folder with local copies of the published models")
-    p.add_argument("--offline", action="store_true", help="do not try to download models")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("synth", help="write synthetic spreads with known boxes (tests, demos)")
-    p.add_argument("out_dir")
-    p.add_argument("--samples", type=int, default=2)
-    p.add_argument("--spreads", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_synth)
-
-    p = sub.add_parser("segment", help="find the chromosomes of spreads")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--json", action="store_true", help="JSON list, one object per image")
-    p.add_argument("--overlay", metavar="OUT", help="write the spread with its boxes (PNG, or "
-                   "a folder for several images)")
-    p.set_defaults(func=cmd_segment)
-
-    p = sub.add_parser("classify", help="classify single-chromosome crop images")
-    p.add_argument("paths", nargs="+", metavar="CROP_IMAGE_OR_DIR")
-    p.add_argument("--model", help="ensemble name (default: classify.model, i.e. current)")
-    p.add_argument("--enhanced", action="store_true",
-                   help="the crops are already enhanced (white background): skip enhancement")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_classify)
-
-    p = sub.add_parser("process", help="segment, enhance, classify and store spreads")
-    p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--sample", required=True, help="sample name the spreads belong to")
-    p.add_argument("--model", help="ensemble name (default: classify.model, i.e. current)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_process)
-
-    p = sub.add_parser("results", help="A/B/C counts and fractions per sample")
-    p.add_argument("--sample")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_results)
-
-    p = sub.add_parser("models", help="install, list and choose models")
-    msub = p.add_subparsers(dest="models_cmd", required=True)
-    ls = msub.add_parser("list", help="installed ensembles; * marks the current one")
-    ls.add_argument("--json", action="store_true")
-    fetch = msub.add_parser("fetch", help="install the published models")
-    fetch.add_argument("name", choices=["ikemoto2023"])
-    fetch.add_argument("--from", dest="source", metavar="DIR",
-                       help="local copies of SqueezeNet_1..30.pth instead of downloading")
-    use = msub.add_parser("use", help="make an installed ensemble current")
-    use.add_argument("name")
-    promote = msub.add_parser("promote", help="make an ensemble current after checking that "
-                              "every member loads (a corrupt one is refused)")
-    promote.add_argument("name")
-    msub.add_parser("rollback", help="make the previous ensemble current again")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("labels", help="import and export confirmed labels")
-    lsub = p.add_subparsers(dest="labels_cmd", required=True)
-    lf = lsub.add_parser("import-folder", help="crops sorted into a/, b/, c/ folders")
-    lf.add_argument("folder", metavar="DIR")
-    lf.add_argument("--enhanced", action="store_true",
-                    help="the crops are already enhanced (white background): store as they are")
-    lf.add_argument("--sample", help="sample name (default: the folder's name)")
-    ly = lsub.add_parser("import-yolo", help="spreads with YOLO boxes (class cx cy w h; "
-                         "0=A 1=B 2=C): crops cut from the boxes and enhanced")
-    ly.add_argument("images_dir", metavar="IMAGES_DIR")
-    ly.add_argument("labels_dir", metavar="LABELS_DIR")
-    ly.add_argument("--sample", required=True)
-    lc = lsub.add_parser("import-csv", help="labels (crop_id, class) of a review done elsewhere")
-    lc.add_argument("file", metavar="FILE")
-    for q in (lf, ly, lc):
-        q.add_argument("--who", help="who confirmed the labels (default: the user name)")
-    le = lsub.add_parser("export-csv", help="every confirmed label (crop_id, class, sample, "
-                         "file, source, who, when)")
-    le.add_argument("--out", metavar="FILE", help="write here instead of stdout")
-    p.set_defaults(func=cmd_labels)
-
-    p = sub.add_parser("train", help="fine-tune an ensemble on the confirmed labels; promote it "
-                       "only if it beats the current one on the holdout")
-    p.add_argument("--base", metavar="ENSEMBLE", help="start points (default: training.base)")
-    p.add_argument("--members", help="comma-separated architectures, e.g. "
-                   "densenet161,mobilenet_v2,squeezenet1_1 (default: training.members)")
-    p.add_argument("--name", help="the new ensemble's name (default: trained-<UTC time>)")
-    p.add_argument("--force", action="store_true", help="train even if no label changed")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("run", help="the daemon: watch the export folders and process every "
-                       "new spread, once")
-    p.add_argument("--until-complete", action="store_true",
-                   help="exit once every sample is complete and nothing waits, saying where "
-                   "the results are (exit 3 when files were quarantined)")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("status", help="the daemon's files per state, backlog, throughput, "
-                       "model and sources")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
-
-    p = sub.add_parser("retry", help="queue failed or quarantined files again")
-    p.add_argument("files", nargs="*", metavar="FILE")
-    p.add_argument("--failed", action="store_true", help="every failed and quarantined file")
-    p.set_defaults(func=cmd_retry)
-
-    p = sub.add_parser("sample", help="sample commands")
-    ssub = p.add_subparsers(dest="sample_cmd", required=True)
-    close = ssub.add_parser("close", help="mark a sample complete (its report follows once "
-                            "its files are processed)")
-    close.add_argument("name")
-    p.set_defaults(func=cmd_sample)
-
-    p = sub.add_parser("report", help="render sample reports (HTML, PDF); several samples "
-                       "also give a summary side by side")
-    p.add_argument("samples", nargs="+", metavar="SAMPLE")
-    p.add_argument("--control", metavar="NAME", help="compare with this sample (default: "
-                   "report.controls)")
-    p.add_argument("--format", default="html,pdf", help="html, pdf or html,pdf (default)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: "
-                   "<data_dir>/reports/<sample>/on-demand)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("outbox", help="report mails: list them, retry the unsent now")
-    p.add_argument("--retry", nargs="*", type=int, metavar="ID",
-                   help="make unsent mail due now (all, or these ids) and send")
-    p.add_argument("--pending", action="store_true", help="leave out mail already sent")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_outbox)
-
-    p = sub.add_parser("export", help="per-crop, per-metaphase or per-sample results "
-                       "as CSV or JSON")
-    p.add_argument("--sample", help="one sample (default: all)")
-    p.add_argument("--format", choices=["csv", "json"], required=True)
-    p.add_argument("--level", choices=["crops", "metaphases", "samples"], default="crops",
-                   help="one row per crop (default), metaphase or sample")
-    p.add_argument("--out", metavar="FILE", help="write here instead of stdout")
-    p.set_defaults(func=cmd_export)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 
