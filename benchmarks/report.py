@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from chromowatch.records import BBox, Prediction
-from chromowatch.reports.report import ModelInfo, write_report
+from chromowatch.reports.data import ModelInfo
+from chromowatch.reports.render import write_report
 from chromowatch.settings import Settings
 from chromowatch.store import ImageRow, Store, StoredCrop
 
-CONFUSION = [[97, 3, 0], [2, 85, 13], [0, 2, 98]]
+CONFUSION: list[list[float]] = [[97, 3, 0], [2, 85, 13], [0, 2, 98]]
 
 
 def fill(store: Store, root: Path, sample: str, crops: int, spreads: int, seed: int) -> None:
@@ -81,7 +82,7 @@ def main() -> int:
             fill(store, root, "sample", args.crops, args.spreads, seed=1)
             fill(store, root, "control", 500, 10, seed=2)
             print(f"setup: {time.perf_counter() - t:.1f} s (not part of the timing)")
-            times = {"html": [], "html+pdf": []}
+            times: dict[str, list[float]] = {"html": [], "html+pdf": []}
             for r in range(args.repeat):
                 for label, formats in (("html", ["html"]), ("html+pdf", ["html", "pdf"])):
                     t = time.perf_counter()

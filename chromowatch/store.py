@@ -381,6 +381,107 @@ class OutboxMail:
     message: bytes
 
 
+class ReportVersionExists(StoreError):
+    """Another process recorded this report version of the sample first."""
+
+
+@dataclass(frozen=True)
+class SampleCrop:
+    """One crop of a sample's finished image, with its latest prediction (None: none) and
+    its confirmed label, as reports and exports read it."""
+
+    id: int
+    image_id: int
+    idx: int
+    x: int
+    y: int
+    w: int
+    h: int
+    metaphase: int
+    file: str
+    flags: str  # as stored: sorted, comma-separated ("" when none)
+    image_path: str
+    predicted: str | None
+    p_a: float | None
+    p_b: float | None
+    p_c: float | None
+    model_version: str | None
+    pred_id: int | None
+    confirmed: str | None
+
+    @property
+    def flag_set(self) -> frozenset[str]:
+        return frozenset(f for f in self.flags.split(",") if f)
+
+
+@dataclass(frozen=True)
+class SampleImage:
+    """One image of a sample (done or failed) with its number of crops."""
+
+    id: int
+    path: str
+    status: str
+    error: str | None
+    width: int | None
+    height: int | None
+    metaphases: int | None
+    note: str | None
+    processed_at: float | None
+    crops: int
+
+
+@dataclass(frozen=True)
+class ReportVersion:
+    """One recorded report version of a sample."""
+
+    id: int
+    sample_id: int
+    version: int
+    fingerprint: str
+    model: str | None
+    control: str | None
+    html_path: str | None
+    pdf_path: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class QueuedMail:
+    """A mail in the outbox that is due to be sent, with what it carries."""
+
+    id: int
+    sample: str
+    version: int
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    message: bytes
+    status: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One mail of the outbox as `chromowatch outbox` lists it (no message body)."""
+
+    id: int
+    sample: str
+    version: int
+    recipients: tuple[str, ...]
+    subject: str
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    sent_at: float | None
+
+
+def _recipients(stored: str) -> tuple[str, ...]:
+    """The outbox keeps a mail's recipients as a JSON list."""
+    return tuple(str(r) for r in json.loads(stored))
+
+
 class Store:
     """A connection to the chromowatch database; open with `Store.open(path)`."""
 
@@ -859,11 +960,11 @@ class Store:
 
     # -- report data, report versions and the mail outbox ---------------------------------
 
-    def sample_crop_rows(self, sample: str) -> list[sqlite3.Row]:
+    def sample_crop_rows(self, sample: str) -> list[SampleCrop]:
         """Every crop of a sample's finished images with its image, latest prediction and
         confirmed label (NULL when none), in image then crop order."""
         self._require_sample(sample)
-        return self._conn.execute(
+        rows = self._conn.execute(
             """
             SELECT c.id, c.image_id, c.idx, c.x, c.y, c.w, c.h, c.metaphase, c.file, c.flags,
                    i.path AS image_path,
@@ -879,18 +980,20 @@ class Store:
             ORDER BY c.image_id, c.idx
             """,
             (sample,),
-        ).fetchall()
+        )
+        return [SampleCrop(**row) for row in rows]
 
-    def sample_images(self, sample: str) -> list[sqlite3.Row]:
+    def sample_images(self, sample: str) -> list[SampleImage]:
         """A sample's images (done and failed) with their crop counts, oldest first."""
         self._require_sample(sample)
-        return self._conn.execute(
+        rows = self._conn.execute(
             "SELECT i.id, i.path, i.status, i.error, i.width, i.height, i.metaphases, i.note, "
             "i.processed_at, (SELECT COUNT(*) FROM crops c WHERE c.image_id = i.id) AS crops "
             "FROM images i JOIN samples s ON s.id = i.sample_id WHERE s.name = ? "
             "ORDER BY i.id",
             (sample,),
-        ).fetchall()
+        )
+        return [SampleImage(**row) for row in rows]
 
     def _require_sample(self, sample: str) -> int:
         row = self._conn.execute("SELECT id FROM samples WHERE name = ?", (sample,)).fetchone()
@@ -901,13 +1004,16 @@ class Store:
             )
         return int(row[0])
 
-    def latest_report(self, sample: str) -> sqlite3.Row | None:
+    def latest_report(self, sample: str) -> ReportVersion | None:
         """The newest recorded report version of a sample, or None."""
-        return self._conn.execute(
-            "SELECT r.* FROM reports r JOIN samples s ON s.id = r.sample_id "
+        row = self._conn.execute(
+            "SELECT r.id, r.sample_id, r.version, r.fingerprint, r.model, r.control, "
+            "r.html_path, r.pdf_path, r.created_at FROM reports r "
+            "JOIN samples s ON s.id = r.sample_id "
             "WHERE s.name = ? ORDER BY r.version DESC LIMIT 1",
             (sample,),
         ).fetchone()
+        return None if row is None else ReportVersion(**row)
 
     def reported_samples(self) -> list[str]:
         """Samples that have at least one recorded report version."""
@@ -928,15 +1034,21 @@ class Store:
         mail: OutboxMail | None,
     ) -> int:
         """Record a rendered report version and, in the same transaction, queue its mail;
-        an existing (sample, version) raises sqlite3.IntegrityError. Returns the report id."""
+        an existing (sample, version) raises ReportVersionExists. Returns the report id."""
         now = time.time()
         with self.transaction() as conn:
             sid = self._sample_id(conn, sample)
-            cur = conn.execute(
-                "INSERT INTO reports(sample_id, version, fingerprint, model, control, html_path, "
-                "pdf_path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (sid, version, fingerprint, model, control, html_path, pdf_path, now),
-            )
+            try:
+                cur = conn.execute(
+                    "INSERT INTO reports(sample_id, version, fingerprint, model, control, "
+                    "html_path, pdf_path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sid, version, fingerprint, model, control, html_path, pdf_path, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ReportVersionExists(
+                    f"report version {version} of {sample!r} is already recorded ({exc})",
+                    hint="another process rendered it first; nothing is lost",
+                ) from exc
             report_id = int(cur.lastrowid or 0)
             if mail is not None:
                 conn.execute(
@@ -947,15 +1059,18 @@ class Store:
                 )
         return report_id
 
-    def due_mail(self, now: float, *, stale_after_s: float = 600.0) -> list[sqlite3.Row]:
+    def due_mail(self, now: float, *, stale_after_s: float = 600.0) -> list[QueuedMail]:
         """Mail to try now: pending and due, or claimed by a sender that died long ago."""
-        return self._conn.execute(
-            "SELECT o.*, s.name AS sample, r.version FROM outbox o "
+        rows = self._conn.execute(
+            "SELECT o.id, s.name AS sample, r.version, o.sender, o.recipients, o.subject, "
+            "o.message, o.status, o.attempts FROM outbox o "
             "JOIN reports r ON r.id = o.report_id JOIN samples s ON s.id = r.sample_id "
             "WHERE (o.status = 'pending' AND o.next_attempt_at <= ?) "
             "OR (o.status = 'sending' AND o.claimed_at < ?) ORDER BY o.id",
             (now, now - stale_after_s),
-        ).fetchall()
+        )
+        return [QueuedMail(**{**row, "recipients": _recipients(row["recipients"]),
+                              "message": bytes(row["message"])}) for row in rows]
 
     def claim_mail(self, mail_id: int, now: float, *, stale_after_s: float = 600.0) -> bool:
         """Mark one mail as being sent; False when another sender got it first."""
@@ -992,15 +1107,17 @@ class Store:
                 (error, mail_id),
             )
 
-    def outbox_rows(self, *, include_sent: bool = True) -> list[sqlite3.Row]:
+    def outbox_rows(self, *, include_sent: bool = True) -> list[OutboxEntry]:
         """The outbox for `chromowatch outbox` (without message bodies)."""
         where = "" if include_sent else "WHERE o.status != 'sent' "
-        return self._conn.execute(
+        rows = self._conn.execute(
             "SELECT o.id, s.name AS sample, r.version, o.recipients, o.subject, o.status, "
             "o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.sent_at "
             "FROM outbox o JOIN reports r ON r.id = o.report_id "
             "JOIN samples s ON s.id = r.sample_id " + where + "ORDER BY o.id"
-        ).fetchall()
+        )
+        return [OutboxEntry(**{**row, "recipients": _recipients(row["recipients"])})
+                for row in rows]
 
     def retry_mail(self, now: float, ids: Sequence[int] | None = None) -> int:
         """Make unsent mail (pending or failed) due now; returns how many."""

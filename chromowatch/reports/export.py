@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from chromowatch.records import CLASS_NAMES
-from chromowatch.reports.stats import CropObservation
+from chromowatch.reports.data import correction_for, current_model_info, load_sample, observation
 from chromowatch.settings import Settings
 from chromowatch.store import Store
 
@@ -45,28 +45,21 @@ def crop_rows(settings: Settings, store: Store, samples: Sequence[str]) -> list[
     out = []
     for sample in samples:
         for r in store.sample_crop_rows(sample):
-            flags = frozenset(f for f in (r["flags"] or "").split(",") if f)
-            probs = [r["p_a"], r["p_b"], r["p_c"]]
-            obs = CropObservation(int(r["id"]), int(r["image_id"]), int(r["metaphase"]),
-                                  r["predicted"], max(p or 0.0 for p in probs), r["confirmed"],
-                                  flags)
-            label, reason = obs.counted_as(settings.report.min_confidence)
+            label, reason = observation(r).counted_as(settings.report.min_confidence)
             out.append({
-                "sample": sample, "image_id": r["image_id"], "image": r["image_path"],
-                "crop_id": r["id"], "crop_index": r["idx"], "metaphase": r["metaphase"],
-                "x": r["x"], "y": r["y"], "w": r["w"], "h": r["h"],
-                "flags": ",".join(sorted(flags)), "model_version": r["model_version"],
-                "predicted": r["predicted"], "p_A": probs[0], "p_B": probs[1],
-                "p_C": probs[2], "confirmed": r["confirmed"], "counted_as": label,
-                "excluded_reason": reason, "file": r["file"],
+                "sample": sample, "image_id": r.image_id, "image": r.image_path,
+                "crop_id": r.id, "crop_index": r.idx, "metaphase": r.metaphase,
+                "x": r.x, "y": r.y, "w": r.w, "h": r.h,
+                "flags": ",".join(sorted(r.flag_set)), "model_version": r.model_version,
+                "predicted": r.predicted, "p_A": r.p_a, "p_B": r.p_b,
+                "p_C": r.p_c, "confirmed": r.confirmed, "counted_as": label,
+                "excluded_reason": reason, "file": r.file,
             })
     return out
 
 
 def metaphase_rows(settings: Settings, store: Store,
                    samples: Sequence[str]) -> list[dict[str, Any]]:
-    from chromowatch.reports.report import load_sample
-
     out = []
     for sample in samples:
         for m in load_sample(settings, store, sample).stats.metaphases:
@@ -76,15 +69,13 @@ def metaphase_rows(settings: Settings, store: Store,
 
 
 def sample_rows(settings: Settings, store: Store, samples: Sequence[str]) -> list[dict[str, Any]]:
-    from chromowatch.reports.report import correction_for, current_model_info, load_sample
-
     model = current_model_info(settings)
     out = []
     for sample in samples:
         data = load_sample(settings, store, sample)
         stats = data.stats
         adjusted = correction_for(settings, data, model).adjusted
-        done = sum(1 for im in data.images if im["status"] == "done")
+        done = sum(1 for im in data.images if im.status == "done")
         row: dict[str, Any] = {
             "sample": sample, "images": done, "failed_images": len(data.images) - done,
             "crops": stats.crops, "excluded": stats.excluded_total, "scored": stats.scored,

@@ -13,7 +13,6 @@ Sample names come from folder names: they never reach a header unsanitised.
 
 from __future__ import annotations
 
-import json
 import logging
 import smtplib
 import ssl
@@ -22,14 +21,11 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
 
 from chromowatch.errors import MailError
+from chromowatch.reports.render import ReportFiles
 from chromowatch.settings import MailSettings, Settings
 from chromowatch.store import OutboxMail, Store
-
-if TYPE_CHECKING:
-    from chromowatch.reports.report import ReportFiles
 
 log = logging.getLogger(__name__)
 
@@ -148,26 +144,26 @@ def flush_outbox(settings: Settings, store: Store) -> int:
     mail = settings.mail
     sent = 0
     for row in store.due_mail(time.time()):
-        if not store.claim_mail(row["id"], time.time()):
+        if not store.claim_mail(row.id, time.time()):
             continue
-        recipients = [str(r) for r in json.loads(row["recipients"])]
+        recipients = list(row.recipients)
         try:
-            send(mail, row["sender"], recipients, bytes(row["message"]))
+            send(mail, row.sender, recipients, row.message)
         except (OSError, smtplib.SMTPException, MailError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             if _permanent(exc):
-                store.mail_failed(row["id"], error)
+                store.mail_failed(row.id, error)
                 log.error("mail of %s version %d refused: %s (kept in the outbox; fix it, then "
-                          "`chromowatch outbox --retry`)", row["sample"], row["version"], error)
+                          "`chromowatch outbox --retry`)", row.sample, row.version, error)
             else:
-                wait = backoff_s(mail, int(row["attempts"]) + 1)
-                store.mail_retry_later(row["id"], error, time.time() + wait)
+                wait = backoff_s(mail, row.attempts + 1)
+                store.mail_retry_later(row.id, error, time.time() + wait)
                 log.warning("mail of %s version %d not sent (%s); next try in %.0f s",
-                            row["sample"], row["version"], error, wait)
+                            row.sample, row.version, error, wait)
             continue
-        store.mail_sent(row["id"], time.time())
+        store.mail_sent(row.id, time.time())
         sent += 1
-        log.info("mailed %s version %d to %s", row["sample"], row["version"],
+        log.info("mailed %s version %d to %s", row.sample, row.version,
                  ", ".join(recipients))
     return sent
 

@@ -1,22 +1,27 @@
 """Render one report's HTML to PDF with weasyprint, in a process of its own.
 
-Run as `python -m chromowatch.reports.pdf HTML PDF --root DIR`. A separate process bounds
-weasyprint's time and memory (the caller kills it on timeout) and keeps a crash out of the
-daemon. The URL fetcher only serves files inside the report's own folder: a report shows
-crops and thumbnails it was given, never anything from the network or elsewhere on disk.
+Run as `python -m chromowatch.reports.pdf HTML PDF --root DIR`; `render_pdf` starts it. A
+separate process bounds weasyprint's time and memory (the caller kills it on timeout) and
+keeps a crash out of the daemon. The URL fetcher only serves files inside the report's own
+folder: a report shows crops and thumbnails it was given, never anything from the network or
+elsewhere on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
+import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from chromowatch.errors import ReportError
+from chromowatch.files import atomic_replace
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,32 @@ def render(html_path: Path, pdf_path: Path, root: Path) -> None:
     )
     part = pdf_path.with_name(pdf_path.name + ".part")
     document.write_pdf(str(part))
-    os.replace(part, pdf_path)
+    atomic_replace(part, pdf_path)
+
+
+def render_pdf(html_path: Path, pdf_path: Path, *, root: Path, timeout_s: float) -> None:
+    """Run this module in a child process; ReportError on failure or timeout."""
+    cmd = [sys.executable, "-m", "chromowatch.reports.pdf", str(html_path), str(pdf_path),
+           "--root", str(root)]
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise ReportError(
+            f"the PDF renderer took longer than {timeout_s:g} s for {html_path} and was stopped",
+            hint="raise report.render_timeout_s, or lower report.max_overlays and the gallery "
+            "sizes",
+        ) from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or "").strip().splitlines()[-5:]
+        raise ReportError(
+            f"the PDF renderer failed for {html_path} (exit {proc.returncode}): "
+            + " | ".join(tail),
+            hint="the HTML report was written; check that weasyprint and its fonts are "
+            "installed (scripts/setup.sh)",
+        )
+    log.info("rendered %s in %.1f s", pdf_path, time.monotonic() - started)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

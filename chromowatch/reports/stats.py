@@ -424,7 +424,7 @@ def _solve_simplex(q: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def adjust_for_confusion(
     predicted: Mapping[str, int],
-    confusion: Sequence[Sequence[float]],
+    confusion: Sequence[Sequence[float]] | np.ndarray,
     *,
     confirmed: Mapping[str, int] | None = None,
     n_boot: int = 2000,

@@ -57,7 +57,7 @@ class SampleRules:
 def run_completion_hook(settings: Settings, store: Store, sample: str) -> tuple[str, str | None]:
     """Call the reports code for a completed sample: ('done'|'failed'|'unavailable', error)."""
     try:
-        from chromowatch.reports.report import on_sample_complete
+        from chromowatch.reports.publish import on_sample_complete
     except ImportError as exc:
         log.warning("sample %s complete; its report is not rendered because the reports code "
                     "is not available (%s)", sample, exc)

@@ -22,7 +22,7 @@ import pytest
 from pypdf import PdfReader
 
 from chromowatch.reports.mail import backoff_s, flush_outbox, header_safe, recipients_for
-from chromowatch.reports.report import on_sample_complete
+from chromowatch.reports.publish import on_sample_complete
 from chromowatch.settings import MailSettings, Settings, load_settings
 from chromowatch.store import Store
 from tests.reports.fixtures import make_sample
@@ -49,7 +49,7 @@ class Inbox:
         return "250 Message accepted"
 
     def messages(self) -> list[EmailMessage]:
-        return [email.message_from_bytes(e.content, policy=email.policy.default)  # type: ignore[misc]
+        return [email.message_from_bytes(e.content, policy=email.policy.default)
                 for e in self.envelopes]
 
 
@@ -114,7 +114,7 @@ def test_completed_sample_gives_exactly_one_mail_with_its_pdf(tmp_path: Path,
         assert flush_outbox(settings, store) == 0
         counts = store.sample_counts("ddx11")[0]
         [row] = store.outbox_rows()
-        assert (row["status"], row["attempts"], row["version"]) == ("sent", 1, 1)
+        assert (row.status, row.attempts, row.version) == ("sent", 1, 1)
     assert len(inbox.envelopes) == 1
     envelope = inbox.envelopes[0]
     assert envelope.mail_from == "chromowatch@lab.example"
@@ -145,7 +145,7 @@ def test_server_down_then_back_across_a_restart(tmp_path: Path) -> None:
         "import sys\n"
         "from chromowatch.settings import load_settings\n"
         "from chromowatch.store import Store\n"
-        "from chromowatch.reports.report import on_sample_complete\n"
+        "from chromowatch.reports.publish import on_sample_complete\n"
         "from chromowatch.reports.mail import flush_outbox\n"
         "s = load_settings(sys.argv[1]).settings\n"
         "with Store.open(s.paths.db) as store:\n"
@@ -163,9 +163,10 @@ def test_server_down_then_back_across_a_restart(tmp_path: Path) -> None:
     assert run("complete") == "0"
     with Store.open(settings.paths.db) as store:
         [row] = store.outbox_rows()
-        assert (row["status"], row["attempts"]) == ("pending", 1)
-        assert "Connection refused" in row["last_error"] or "Errno" in row["last_error"]
-        assert row["next_attempt_at"] > time.time() - 1
+        assert (row.status, row.attempts) == ("pending", 1)
+        assert row.last_error is not None
+        assert "Connection refused" in row.last_error or "Errno" in row.last_error
+        assert row.next_attempt_at > time.time() - 1
     inbox = Inbox()
     controller = start_server(port, inbox)
     try:
@@ -177,7 +178,7 @@ def test_server_down_then_back_across_a_restart(tmp_path: Path) -> None:
     assert len(inbox.envelopes) == 1
     with Store.open(settings.paths.db) as store:
         [row] = store.outbox_rows()
-        assert (row["status"], row["attempts"]) == ("sent", 2)
+        assert (row.status, row.attempts) == ("sent", 2)
 
 
 def test_backoff_waits_before_the_next_try(tmp_path: Path) -> None:
@@ -195,7 +196,7 @@ def test_backoff_waits_before_the_next_try(tmp_path: Path) -> None:
         finally:
             controller.stop()
     assert len(inbox.envelopes) == 1
-    mail = MailSettings(retry_base_s=30, retry_max_s=100)
+    mail = MailSettings.model_validate({"retry_base_s": 30, "retry_max_s": 100})
     assert [backoff_s(mail, n) for n in (1, 2, 3, 4)] == [30, 60, 100, 100]
 
 
@@ -208,10 +209,10 @@ def test_permanent_refusal_is_parked_until_retried(tmp_path: Path,
         on_sample_complete(settings, store, "ddx11")
         assert flush_outbox(settings, store) == 0
         [row] = store.outbox_rows()
-        assert row["status"] == "failed" and "550" in row["last_error"]
+        assert row.status == "failed" and "550" in (row.last_error or "")
         assert store.due_mail(time.time() + 10_000) == []  # parked, not retried by itself
         inbox.refuse = False
-        assert store.retry_mail(time.time(), [row["id"]]) == 1
+        assert store.retry_mail(time.time(), [row.id]) == 1
         assert flush_outbox(settings, store) == 1
     assert len(inbox.envelopes) == 1
 

@@ -5,29 +5,29 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
 
 from chromowatch.errors import ReportError
-from chromowatch.reports.pdf import FetchRefused, allowed_path
-from chromowatch.reports.report import (
+from chromowatch.records import CLASS_COLOURS, UNLABELLED_COLOUR, hex_to_rgb
+from chromowatch.reports.assets import BOX_COLOURS_BGR
+from chromowatch.reports.data import (
     ModelInfo,
     confusion_from_metrics,
     control_for,
     current_model_info,
-    file_stem,
-    on_sample_complete,
-    render_pdf,
-    write_report,
-    write_summary,
 )
+from chromowatch.reports.pdf import FetchRefused, allowed_path, render_pdf
+from chromowatch.reports.publish import on_sample_complete
+from chromowatch.reports.render import file_stem, write_report, write_summary
 from chromowatch.settings import Settings
-from chromowatch.store import Store
+from chromowatch.store import ReportVersionExists, Store
 from tests.reports.fixtures import add_image, make_sample
 
-CONFUSION = [[97, 3, 0], [2, 85, 13], [0, 2, 98]]
+CONFUSION: list[list[float]] = [[97, 3, 0], [2, 85, 13], [0, 2, 98]]
 MODEL = ModelInfo("ikemoto2023", "2025-01-01", 30, {"accuracy": 0.9333}, CONFUSION, "f1")
 
 
@@ -36,7 +36,7 @@ def _settings(tmp_path: Path, **sections: dict[str, object]) -> Settings:
 
 
 @pytest.fixture()
-def filled(tmp_path: Path) -> tuple[Settings, Store]:
+def filled(tmp_path: Path) -> Iterator[tuple[Settings, Store]]:
     settings = _settings(tmp_path)
     store = Store.open(settings.paths.db)
     make_sample(store, tmp_path, "ddx11", ["AABBCCCBBA", "ABCBBCCAAB", "AAAABBBCCC"] * 2,
@@ -145,16 +145,16 @@ def test_versions_follow_labels_and_nothing_else(filled: tuple[Settings, Store])
         update={"formats": ["html"]})})
     on_sample_complete(settings, store, "ddx11")
     first = store.latest_report("ddx11")
-    assert first is not None and first["version"] == 1 and first["pdf_path"] is None
+    assert first is not None and first.version == 1 and first.pdf_path is None
     on_sample_complete(settings, store, "ddx11")  # nothing changed: no new version
-    assert store.latest_report("ddx11")["version"] == 1  # type: ignore[index]
+    assert store.latest_report("ddx11").version == 1  # type: ignore[union-attr]
     crop = store.sample_crop_rows("ddx11")[0]
-    store.add_label(int(crop["id"]), "C", source="review", who="ana")
+    store.add_label(crop.id, "C", source="review", who="ana")
     on_sample_complete(settings, store, "ddx11")
     second = store.latest_report("ddx11")
-    assert second is not None and second["version"] == 2
-    html = Path(second["html_path"]).read_text()
-    assert "version 2" in html and Path(second["html_path"]).parent.name == "v2"
+    assert second is not None and second.version == 2 and second.html_path is not None
+    html = Path(second.html_path).read_text()
+    assert "version 2" in html and Path(second.html_path).parent.name == "v2"
     assert store.outbox_rows() == []  # mail is off by default
 
 
@@ -193,3 +193,35 @@ def test_sample_with_only_duplicate_files_gets_no_report(filled: tuple[Settings,
     settings, store = filled
     on_sample_complete(settings, store, "copies-of-ddx11")  # never stored: its files were dups
     assert store.latest_report("copies-of-ddx11") is None
+
+
+def test_a_version_recorded_twice_is_said_by_the_store(filled: tuple[Settings, Store]) -> None:
+    _, store = filled
+    kwargs = {"sample": "ddx11", "version": 1, "fingerprint": "f", "model": None,
+              "control": None, "html_path": None, "pdf_path": None, "mail": None}
+    store.record_report(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ReportVersionExists):
+        store.record_report(**kwargs)  # type: ignore[arg-type]
+    assert store.latest_report("ddx11").fingerprint == "f"  # type: ignore[union-attr]
+
+
+def test_a_version_another_process_recorded_first_is_left_to_it(
+        filled: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings, store = filled
+    settings = settings.model_copy(update={"report": settings.report.model_copy(
+        update={"formats": ["html"]})})
+    store.record_report(sample="ddx11", version=1, fingerprint="theirs", model=None,
+                        control=None, html_path=None, pdf_path=None, mail=None)
+    monkeypatch.setattr(store, "latest_report", lambda sample: None)  # it read before they wrote
+    on_sample_complete(settings, store, "ddx11")
+    assert "was recorded by another process" in caplog.text
+    monkeypatch.undo()
+    assert store.latest_report("ddx11").fingerprint == "theirs"  # type: ignore[union-attr]
+
+
+def test_thumbnail_boxes_use_the_one_palette() -> None:
+    for c in ("A", "B", "C"):
+        assert BOX_COLOURS_BGR[c] == tuple(reversed(hex_to_rgb(CLASS_COLOURS[c])))
+    assert BOX_COLOURS_BGR["A"] == (178, 114, 0)  # the colours the report always had
+    assert BOX_COLOURS_BGR[None] == hex_to_rgb(UNLABELLED_COLOUR) == (138, 138, 138)

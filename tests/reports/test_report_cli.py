@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chromowatch.cli import main
-from chromowatch.reports.report import on_sample_complete
+from chromowatch.reports.publish import on_sample_complete
 from chromowatch.settings import load_settings
 from chromowatch.store import Store
 from tests.reports.fixtures import make_sample

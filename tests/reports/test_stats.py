@@ -22,7 +22,7 @@ from chromowatch.reports.stats import (
 
 
 def _obs(cells: list[str], *, image: int = 0, start: int = 0) -> list[CropObservation]:
-    out = []
+    out: list[CropObservation] = []
     for m, labels in enumerate(cells):
         for lab in labels:
             out.append(CropObservation(start + len(out), image, m, lab, 0.9, None))

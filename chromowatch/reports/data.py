@@ -1,0 +1,226 @@
+"""What a report shows, read through the store: one sample's crops and images, the current
+model, the control it is compared with and the correction for the model's errors.
+
+A model's holdout confusion matrix is read from its ensemble manifest's metrics, under
+"confusion_matrix" (or "confusion"), directly or one level down (e.g. metrics["holdout"]):
+3x3 counts, rows the true class A, B, C and columns the predicted class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from chromowatch.classify.library import ModelLibrary
+from chromowatch.errors import ChromowatchError
+from chromowatch.reports.stats import (
+    Adjusted,
+    CropObservation,
+    SampleStats,
+    adjust_for_confusion,
+    summarize,
+)
+from chromowatch.settings import Settings
+from chromowatch.store import SampleCrop, SampleImage, Store
+
+log = logging.getLogger(__name__)
+
+
+# -- the model ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The current ensemble as a report shows it."""
+
+    name: str
+    created: str
+    members: int
+    metrics: dict[str, Any]  # scalar holdout metrics, for display
+    confusion: list[list[float]] | None  # rows true A, B, C; columns predicted
+    fingerprint: str  # changes when the manifest (members, metrics) changes
+
+
+def confusion_from_metrics(metrics: Mapping[str, Any] | None) -> list[list[float]] | None:
+    """The 3x3 holdout confusion matrix in an ensemble's metrics, when there is one."""
+    if not metrics:
+        return None
+    places: list[Mapping[str, Any]] = [metrics]
+    places += [v for v in metrics.values() if isinstance(v, Mapping)]
+    for place in places:
+        for key in ("confusion_matrix", "confusion"):
+            value = place.get(key)
+            if (
+                isinstance(value, list)
+                and len(value) == 3
+                and all(isinstance(r, list) and len(r) == 3 for r in value)
+                and all(isinstance(v, int | float) for r in value for v in r)
+            ):
+                return [[float(v) for v in r] for r in value]
+    return None
+
+
+def current_model_info(settings: Settings) -> ModelInfo | None:
+    """The current ensemble's manifest (no torch needed); None when no model is installed."""
+    library = ModelLibrary(settings.paths.models)
+    try:
+        info = library.ensemble_info(settings.classify.model)
+        manifest = info.path.read_bytes()
+    except (ChromowatchError, OSError) as exc:
+        log.info("no model information for the report: %s", exc)
+        return None
+    metrics = dict(info.metrics or {})
+    return ModelInfo(
+        name=info.name,
+        created=info.created,
+        members=len(info.members),
+        metrics={k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
+        confusion=confusion_from_metrics(metrics),
+        fingerprint=hashlib.sha256(manifest).hexdigest()[:16],
+    )
+
+
+# -- gathering a sample ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropView:
+    """One crop for galleries and overlays."""
+
+    crop_id: int
+    image_id: int
+    file: str
+    bbox: tuple[int, int, int, int]
+    counted_as: str | None
+    excluded: str | None
+    predicted: str | None
+    confirmed: str | None
+    probs: tuple[float, float, float]
+
+    @property
+    def confidence(self) -> float:
+        return max(self.probs) if self.predicted else 0.0
+
+
+@dataclass(frozen=True)
+class SampleData:
+    """Everything about one sample a report needs, read from the store once."""
+
+    name: str
+    stats: SampleStats
+    crops: tuple[CropView, ...]
+    images: tuple[SampleImage, ...]
+    model_versions: dict[str, int]  # prediction model version -> crops
+    state: str  # hash of what the statistics depend on
+
+
+def observation(row: SampleCrop) -> CropObservation:
+    """A stored crop as the statistics see it."""
+    probs = (row.p_a, row.p_b, row.p_c)
+    return CropObservation(
+        crop_id=row.id,
+        image_id=row.image_id,
+        metaphase=row.metaphase,
+        predicted=row.predicted,
+        confidence=max(float(p or 0) for p in probs) if row.predicted else 0.0,
+        confirmed=row.confirmed,
+        flags=row.flag_set,
+    )
+
+
+def _crop_view(row: SampleCrop, obs: CropObservation, min_confidence: float) -> CropView:
+    label, reason = obs.counted_as(min_confidence)
+    return CropView(
+        crop_id=obs.crop_id, image_id=obs.image_id, file=str(row.file),
+        bbox=(row.x, row.y, row.w, row.h),
+        counted_as=label, excluded=reason, predicted=row.predicted,
+        confirmed=row.confirmed,
+        probs=(float(row.p_a or 0), float(row.p_b or 0), float(row.p_c or 0)),
+    )
+
+
+def load_sample(settings: Settings, store: Store, sample: str) -> SampleData:
+    min_conf = settings.report.min_confidence
+    observations: list[CropObservation] = []
+    views: list[CropView] = []
+    versions: Counter[str] = Counter()
+    digest = hashlib.sha256()
+    for r in store.sample_crop_rows(sample):
+        obs = observation(r)
+        observations.append(obs)
+        views.append(_crop_view(r, obs, min_conf))
+        if r.model_version:
+            versions[str(r.model_version)] += 1
+        digest.update(f"{r.id}|{r.flags}|{r.pred_id}|{r.predicted}|{r.confirmed}\n".encode())
+    images = tuple(store.sample_images(sample))
+    for im in images:
+        digest.update(f"i{im.id}|{im.status}\n".encode())
+    stats = summarize(
+        sample,
+        observations,
+        min_confidence=min_conf,
+        min_chromosomes=settings.report.min_chromosomes,
+        min_metaphases=settings.report.min_metaphases,
+    )
+    return SampleData(sample, stats, tuple(views), images, dict(versions), digest.hexdigest())
+
+
+def control_for(settings: Settings, sample: str) -> str | None:
+    """The control a sample is compared with (report.controls, first matching pattern)."""
+    for pattern, control in settings.report.controls.items():
+        if fnmatchcase(sample, pattern) and control != sample:
+            return control
+    return None
+
+
+def settings_hash(settings: Settings) -> str:
+    """A short hash of the whole configuration, mail credentials left out (shown in every
+    report, and part of a report version's fingerprint)."""
+    data = settings.model_dump(mode="json", exclude={"mail": {"password", "username"}})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# -- the correction for the model's errors -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Correction:
+    adjusted: Adjusted | None
+    note: str
+
+
+def correction_for(settings: Settings, data: SampleData, model: ModelInfo | None) -> Correction:
+    """Adjusted classify-and-count with the current model's holdout confusion, or why not."""
+    if model is None:
+        return Correction(None, "No model is installed, so no holdout confusion matrix: the "
+                          "frequencies are not corrected for the model's errors.")
+    if model.confusion is None:
+        return Correction(None, f"The current model {model.name} has no holdout confusion "
+                          "matrix in its metrics: the frequencies are not corrected for its "
+                          "errors (B is often called C).")
+    stats = data.stats
+    try:
+        adjusted = adjust_for_confusion(
+            stats.predicted_only, model.confusion, confirmed=stats.confirmed,
+            n_boot=settings.report.bootstrap, seed=settings.report.seed,
+        )
+    except ValueError as exc:
+        return Correction(None, f"No correction: {exc}.")
+    note = (f"Corrected with the holdout confusion matrix of {model.name} (adjusted "
+            "classify-and-count; 95% bootstrap intervals over the sample and the holdout).")
+    others = sorted(v for v in data.model_versions if not v.startswith(model.name + "-")
+                    and v != model.name)
+    if others:
+        note += (" Some predictions come from another model (" + ", ".join(others) +
+                 "): the correction assumes they err like the current one.")
+    if adjusted.holdout is None:
+        note += " The matrix holds rates, not counts: the holdout's own uncertainty is left out."
+    if adjusted.clipped:
+        note += " The raw correction fell outside 0-100% and was projected back."
+    return Correction(adjusted, note)
