@@ -44,13 +44,17 @@ from dataclasses import dataclass, field, replace
 from multiprocessing import Pool
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from chromowatch.demo import synth  # noqa: E402
 from chromowatch.ingest import jpeg_chroma_subsampled  # noqa: E402
+from chromowatch.ingest import read_spread as ingest_spread  # noqa: E402
 from chromowatch.records import CLASS_NAMES, BBox  # noqa: E402
+from chromowatch.segmentation.segment import segment  # noqa: E402
 from chromowatch.settings import IngestSettings, SegmentSettings  # noqa: E402
 
 IOU_MIN = 0.5
@@ -158,8 +162,6 @@ def pooled(name: str, tallies: Sequence[Tally]) -> Tally:
 
 def read_spread(path: Path) -> Sample:
     """Decode a labelled spread as ingest does (same 16-bit scaling, same JPEG mark)."""
-    from chromowatch.ingest import read_spread as ingest_spread
-
     spread = ingest_spread(path, IngestSettings())
     return Sample(spread.rgb, [], spread.chroma_subsampled)
 
@@ -228,8 +230,6 @@ def match(pred: Sequence[BBox], truth: Sequence[Truth]) -> list[tuple[int, int]]
 
 def otsu_baseline(rgb: np.ndarray, min_area: int = 20) -> list[BBox]:
     """The plain cropper: grey, Otsu, external contours, bounding rectangles."""
-    import cv2
-
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     _, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -337,8 +337,6 @@ def _scale(factor: float) -> Perturbation:
     """Another magnification or pixel pitch: INTER_AREA shrinking, INTER_CUBIC enlarging."""
 
     def apply(sample: Sample) -> Sample:
-        import cv2
-
         rgb = sample.rgb
         height, width = rgb.shape[:2]
         size = (round(width * factor), round(height * factor))
@@ -397,16 +395,12 @@ def _noise(sigma: float) -> Perturbation:
 
 def _blur(sigma: float) -> Perturbation:
     """Softer optics or focus."""
-    import cv2
-
     return _photometric(lambda rgb: cv2.GaussianBlur(rgb, (0, 0), sigma))
 
 
 def _jpeg(quality: int) -> Perturbation:
     """A lossy export: cv2's JPEG (4:2:0 chroma subsampling by default), marked as ingest
     marks such a file, from the encoded frame header."""
-    import cv2
-
     def apply(sample: Sample) -> Sample:
         bgr = cv2.cvtColor(sample.rgb, cv2.COLOR_RGB2BGR)
         ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -494,8 +488,6 @@ def select_perturbations(selected: Sequence[str]) -> list[tuple[str, list[str]]]
 
 def _one_thread() -> None:
     """Pool initializer: each worker keeps to one OpenCV thread, as the main process does."""
-    import cv2
-
     cv2.setNumThreads(1)
 
 
@@ -519,8 +511,6 @@ def evaluate_perturbed(
 
 
 def make_segmenters() -> dict[str, Segmenter]:
-    from chromowatch.segmentation.segment import segment
-
     settings = SegmentSettings()
 
     def ours(rgb: np.ndarray, subsampled: bool) -> tuple[list[BBox], int]:
@@ -533,13 +523,8 @@ def make_segmenters() -> dict[str, Segmenter]:
     return {"chromowatch": ours, "otsu-baseline": baseline}
 
 
-def synth_dataset(out: Path, spreads: int, seed: int) -> Path | None:
+def synth_dataset(out: Path, spreads: int, seed: int) -> Path:
     """Write synthetic spreads (three samples of `spreads` each) with chromowatch.demo.synth."""
-    try:
-        from chromowatch.demo import synth
-    except ImportError:
-        print("chromowatch.demo.synth not available; synthetic spreads skipped", file=sys.stderr)
-        return None
     synth.write_dataset(out, samples=3, spreads=spreads, seed=seed)
     return out
 
@@ -605,12 +590,8 @@ def perturb_report(
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import cv2
-
-    default = (
-        Path(os.environ.get("CHROMOWATCH_REAL_DATA", REPO.parent / "shared" / "data")) / "ddx11"
-    )
+def _parser(default: Path) -> argparse.ArgumentParser:
+    """The command line: dataset folders, synthetic spreads, timing or perturbations, JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("datasets", nargs="*", type=Path, help=f"folders (default {default})")
     parser.add_argument(
@@ -628,7 +609,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         + "; ".join(f"{g} ({', '.join(names)})" for g, names in GROUPS.items())
         + ", both when no name is given, or single perturbations; dataset folders go before it",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def perturbed_json(
+    perturbed: dict[str, dict[str, dict[str, Tally]]], sections: Sequence[tuple[str, list[str]]]
+) -> dict[str, dict[str, dict[str, object]]]:
+    """dataset -> segmenter -> perturbation, as the tables are laid out; "TOTAL <section>"
+    holds the section's pooled counts and the perturbations pooled."""
+    out: dict[str, dict[str, dict[str, object]]] = {}
+    for n, r in perturbed.items():
+        out[n] = {}
+        for segmenter in next(iter(r.values())):
+            rows: dict[str, object] = {
+                p: t[segmenter].as_dict(timing=False) for p, t in r.items()
+            }
+            for section, names in sections:
+                total = pooled("", [r[p][segmenter] for p in names])
+                rows[f"TOTAL {section}"] = {
+                    **total.as_dict(timing=False),
+                    "perturbations": names,
+                }
+            out[n][segmenter] = rows
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure, then print JSON or the markdown tables (with the machine's line)."""
+    default = (
+        Path(os.environ.get("CHROMOWATCH_REAL_DATA", REPO.parent / "shared" / "data")) / "ddx11"
+    )
+    args = _parser(default).parse_args(argv)
     sections = None if args.perturb is None else select_perturbations(args.perturb)
     perturbations = (
         None
@@ -641,10 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if args.synth:
             synth_root = synth_dataset(Path(tmp) / "synth", args.synth, args.seed)
-            if synth_root is not None:
-                datasets.append(
-                    (f"synthetic (3 x {args.synth} spreads, seed {args.seed})", synth_root)
-                )
+            datasets.append((f"synthetic (3 x {args.synth} spreads, seed {args.seed})", synth_root))
         if perturbations is not None:
             perturbed = evaluate_perturbed(datasets, perturbations)
         else:
@@ -653,22 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
     if args.json:
         if perturbations is not None and sections is not None:
-            # dataset -> segmenter -> perturbation, as the tables are laid out; "TOTAL <section>"
-            # holds the section's pooled counts and the perturbations pooled.
-            out: dict[str, dict[str, dict[str, object]]] = {}
-            for n, r in perturbed.items():
-                out[n] = {}
-                for segmenter in next(iter(r.values())):
-                    rows: dict[str, object] = {
-                        p: t[segmenter].as_dict(timing=False) for p, t in r.items()
-                    }
-                    for section, names in sections:
-                        total = pooled("", [r[p][segmenter] for p in names])
-                        rows[f"TOTAL {section}"] = {
-                            **total.as_dict(timing=False),
-                            "perturbations": names,
-                        }
-                    out[n][segmenter] = rows
+            out = perturbed_json(perturbed, sections)
         else:
             out = {n: {k: t.as_dict() for k, t in r.items()} for n, r in results.items()}
         print(json.dumps(out, indent=2))

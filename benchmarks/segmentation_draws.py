@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import segmentation as bench
 
+from chromowatch.demo import synth
+
 RECALL_FLOOR = 0.97
 PRECISION_FLOOR = 0.95
 
@@ -53,8 +55,6 @@ def _draw(job: tuple[Path, int, int]) -> Path:
     root, seed, spreads = job
     out = root / f"seed-{seed}"
     if len(list(out.glob("*/truth.json"))) < 3:
-        from chromowatch.demo import synth
-
         synth.write_dataset(out, samples=3, spreads=spreads, seed=seed)
     return out
 

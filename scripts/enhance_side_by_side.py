@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +34,7 @@ EXAMPLES = {"A": ("3", 12), "B": ("5", 3), "C": ("2", 1)}
 
 
 def label_box(line: str, width: int, height: int) -> BBox:
+    """A YOLO label line (class cx cy w h, normalised) as a box in the spread's pixels."""
     _, cx, cy, w, h = (float(v) for v in line.split())
     x0, y0 = round((cx - w / 2) * width), round((cy - h / 2) * height)
     return BBox(x0, y0, round((cx + w / 2) * width) - x0, round((cy + h / 2) * height) - y0)
@@ -51,8 +53,6 @@ def crop_for(data: Path, cls: str) -> Crop:
 
 def tile(rgb: np.ndarray, background: int) -> np.ndarray:
     """The picture scaled to fit TILE x TILE (nearest, so pixels stay visible), centred."""
-    import cv2
-
     h, w = rgb.shape[:2]
     scale = min((TILE - 10) / h, (TILE - 10) / w)
     small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), cv2.INTER_NEAREST)
@@ -63,8 +63,7 @@ def tile(rgb: np.ndarray, background: int) -> np.ndarray:
 
 
 def main() -> int:
-    import cv2
-
+    """Write the side-by-side picture: a row per class, raw, enhanced and published crop."""
     data = Path(os.environ.get("CHROMOWATCH_REAL_DATA", REPO.parent / "shared" / "data"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "enhance-side-by-side.png")
