@@ -1,7 +1,8 @@
 """The command line: the only place that configures logging and turns errors into exit codes.
 
-Heavy libraries (torch, cv2, weasyprint) are imported inside the commands that need them, so
-`chromowatch --help` and `chromowatch config validate` start fast.
+Modules that bring in torch, cv2 or weasyprint (ingest, segmentation, pipeline, training,
+the daemon) are imported inside the commands that need them, so `chromowatch --help` and
+`chromowatch config validate` start fast; everything else is imported here.
 """
 
 from __future__ import annotations
@@ -9,17 +10,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chromowatch import __version__
+from chromowatch.classify.library import ModelLibrary
+from chromowatch.classify.published import fetch_ikemoto2023
+from chromowatch.demo.synth import write_dataset
 from chromowatch.errors import ChromowatchError, InputImageError, UsageError
+from chromowatch.progress import Progress
 from chromowatch.records import CLASS_NAMES
+from chromowatch.reports import data as report_data
+from chromowatch.reports import publish, render
+from chromowatch.reports.export import export
+from chromowatch.reports.mail import flush_outbox
 from chromowatch.reports.tables import format_counts_table
-from chromowatch.settings import LoadedSettings, Settings, load_settings
+from chromowatch.settings import (
+    LoadedSettings,
+    Settings,
+    effective_values,
+    generate_example,
+    load_settings,
+)
+from chromowatch.store import Store
 
 if TYPE_CHECKING:
     from chromowatch.classify.ensemble import Ensemble
@@ -35,8 +53,6 @@ def _print_json(data: Any) -> None:
 
 
 def _load_ensemble(settings: Settings, name: str | None) -> Ensemble:
-    from chromowatch.classify.library import ModelLibrary
-
     return ModelLibrary(settings.paths.models).load_configured(settings.classify, name)
 
 
@@ -70,8 +86,6 @@ def _args_config(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_config(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.settings import effective_values, generate_example
-
     if args.config_cmd == "generate":
         sys.stdout.write(generate_example())
     elif args.config_cmd == "validate":
@@ -99,8 +113,6 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_synth(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.demo.synth import write_dataset
-
     paths = write_dataset(Path(args.out_dir), samples=args.samples, spreads=args.spreads,
                           seed=args.seed)
     print(f"wrote {len(paths)} synthetic spreads under {args.out_dir} (not real data: for "
@@ -119,7 +131,6 @@ def cmd_segment(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     import cv2
 
     from chromowatch import ingest
-    from chromowatch.progress import Progress
     from chromowatch.segmentation import segment
     from chromowatch.segmentation.overlay import draw_overlay
 
@@ -226,8 +237,6 @@ def _args_process(p: argparse.ArgumentParser) -> None:
 
 def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.pipeline import check_model_fits, process_file
-    from chromowatch.progress import Progress
-    from chromowatch.store import Store
 
     settings = loaded.settings
     _set_threads(settings)
@@ -273,8 +282,6 @@ def _args_results(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_results(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.store import Store
-
     settings = loaded.settings
     if not settings.paths.db.exists():
         raise UsageError(f"no database at {settings.paths.db} yet",
@@ -308,13 +315,9 @@ def _args_models(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_models(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.classify.library import ModelLibrary
-
     settings = loaded.settings
     library = ModelLibrary(settings.paths.models)
     if args.models_cmd == "fetch":
-        from chromowatch.classify.published import fetch_ikemoto2023
-
         source: str | Path = Path(args.source) if args.source else settings.models.published_source
         info = fetch_ikemoto2023(library, source, timeout=settings.models.download_timeout_s)
         print(f"installed ensemble {info.name} ({len(info.members)} models) in {library.root}")
@@ -394,8 +397,7 @@ def _args_labels(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_labels(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.store import Store
-    from chromowatch.training import labels
+    from chromowatch.training import labels  # cv2, through ingest
 
     settings = loaded.settings
     with Store.open(settings.paths.db) as store:
@@ -483,7 +485,6 @@ def _args_status(p: argparse.ArgumentParser) -> None:
 
 def cmd_status(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     from chromowatch.service.daemon import collect_status, format_status
-    from chromowatch.store import Store
 
     settings = loaded.settings
     if not settings.paths.db.exists():
@@ -504,10 +505,7 @@ def _args_retry(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    import os
-
     from chromowatch.service.ledger import Ledger
-    from chromowatch.store import Store
 
     settings = loaded.settings
     if bool(args.files) == bool(args.failed):
@@ -536,11 +534,7 @@ def _args_sample(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sample(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.store import Store
-
     with Store.open(loaded.settings.paths.db) as store:
-        import time
-
         closed = store.sample_state_close(args.name, "closed by hand", time.time())
     print(f"sample {args.name} closed; the daemon completes it once its files are processed"
           if closed else f"sample {args.name} was already closed")
@@ -550,9 +544,7 @@ def cmd_sample(args: argparse.Namespace, loaded: LoadedSettings) -> int:
 # -- reports, mail, export --------------------------------------------------------------
 
 
-def _open_existing_store(settings: Settings) -> Any:
-    from chromowatch.store import Store
-
+def _open_existing_store(settings: Settings) -> Store:
     if not settings.paths.db.exists():
         raise UsageError(f"no database at {settings.paths.db} yet",
                          hint="process some spreads first: chromowatch process PATH --sample NAME")
@@ -569,9 +561,6 @@ def _args_report(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.reports import data as report_data
-    from chromowatch.reports import publish, render
-
     settings = loaded.settings
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     if not formats or set(formats) - set(render.FORMATS):
@@ -613,11 +602,6 @@ def _args_outbox(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_outbox(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    import time
-    from dataclasses import asdict
-
-    from chromowatch.reports.mail import flush_outbox
-
     settings = loaded.settings
     with _open_existing_store(settings) as store:
         if args.retry is not None:
@@ -651,8 +635,6 @@ def _args_export(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.reports.export import export
-
     settings = loaded.settings
     with _open_existing_store(settings) as store:
         samples = [args.sample] if args.sample else store.sample_names()

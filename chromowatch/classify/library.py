@@ -303,7 +303,7 @@ class ModelLibrary:
     def load_ensemble(self, name: str, *, device: str = "auto", batch_size: int = 64,
                       cuda_graphs: bool = True) -> Ensemble:
         """Load an ensemble ("current" follows the pointer), checking every member's sha256."""
-        from chromowatch.classify.ensemble import Ensemble
+        from chromowatch.classify.ensemble import Ensemble  # torch: not at `chromowatch --help`
 
         resolved = self.resolve(name)
         data = self._manifest(resolved)

@@ -229,7 +229,7 @@ def _download(url: str, target: Path, *, timeout: float, max_bytes: int) -> None
 
 def _to_bundle(published: PublishedSet, name: str, path: Path) -> Bundle:
     """Wrap a published state dict in a bundle, after checking it fits the architecture."""
-    import torch
+    import torch  # torch only here: `chromowatch --help` imports this module
 
     from chromowatch.classify.architectures import load_weights
 

@@ -11,10 +11,17 @@ import logging
 import time
 
 import numpy as np
+import torch
+from PIL import Image
+from torch import nn
 
+from chromowatch.classify.architectures import build_model
+from chromowatch.classify.bundle import IMAGENET_MEAN, IMAGENET_STD, Bundle
 from chromowatch.classify.library import ModelLibrary
+from chromowatch.demo.synth import generate_spread
 from chromowatch.enhance import enhance_crop
 from chromowatch.records import CLASS_NAMES
+from chromowatch.segmentation.segment import segment
 from chromowatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,8 +37,6 @@ def is_demonstration(ensemble_name: str) -> bool:
 
 def _batch(images: list[np.ndarray]) -> np.ndarray:
     """Resize as the ensemble does (PIL bilinear) to INPUT x INPUT, uint8 NHWC."""
-    from PIL import Image
-
     out = np.empty((len(images), INPUT, INPUT, 3), np.uint8)
     for i, image in enumerate(images):
         out[i] = np.asarray(Image.fromarray(image).resize((INPUT, INPUT),
@@ -48,9 +53,6 @@ def training_crops(
     rather than on ideal crops is what makes the demonstration model usable on spreads.
     Each crop takes the class of the generated chromosome it overlaps (IoU >= 0.5).
     """
-    from chromowatch.demo.synth import generate_spread
-    from chromowatch.segmentation.segment import segment
-
     rng = np.random.default_rng(seed)
     images: list[np.ndarray] = []
     labels: list[int] = []
@@ -71,12 +73,6 @@ def bootstrap_demo_model(
     seed: int = 0,
 ) -> str:
     """Train tinycnn on generated crops, install it as the current ensemble; returns its name."""
-    import torch
-    from torch import nn
-
-    from chromowatch.classify.architectures import build_model
-    from chromowatch.classify.bundle import IMAGENET_MEAN, IMAGENET_STD, Bundle
-
     started = time.monotonic()
     torch.manual_seed(seed)
     images, labels = training_crops(settings, crops=crops, seed=seed)

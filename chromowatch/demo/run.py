@@ -10,7 +10,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from chromowatch.classify.library import ModelLibrary
+from chromowatch.classify.published import fetch_ikemoto2023
+from chromowatch.demo.bootstrap import bootstrap_demo_model, is_demonstration
+from chromowatch.demo.synth import write_dataset
 from chromowatch.errors import ChromowatchError
+from chromowatch.service.daemon import run_daemon
+from chromowatch.service.watch import watch_roots
 from chromowatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,9 +32,6 @@ def _is_url(source: str) -> bool:
 
 def ensure_model(settings: Settings, *, models_from: Path | None, offline: bool) -> str:
     """The name of the ensemble to use, installing or bootstrapping one when none is current."""
-    from chromowatch.classify.library import ModelLibrary
-    from chromowatch.classify.published import fetch_ikemoto2023
-
     library = ModelLibrary(settings.paths.models)
     current = library.current_name()
     if current is not None:
@@ -52,8 +55,6 @@ def ensure_model(settings: Settings, *, models_from: Path | None, offline: bool)
             return info.name
         except ChromowatchError as exc:
             log.warning("could not install the published models: %s", exc)
-    from chromowatch.demo.bootstrap import bootstrap_demo_model
-
     print("no model installed and the published models are out of reach: training a small "
           "DEMONSTRATION model on generated spreads (about a minute) ...")
     return bootstrap_demo_model(library, settings)
@@ -63,11 +64,6 @@ def run_demo(settings: Settings, *, spreads: int, models_from: Path | None,
              offline: bool) -> int:
     """Install or bootstrap a model, fill the daemon's inbox with generated samples marked
     complete, and run the daemon until every sample is processed and reported."""
-    from chromowatch.demo.bootstrap import is_demonstration
-    from chromowatch.demo.synth import write_dataset
-    from chromowatch.service.daemon import run_daemon
-    from chromowatch.service.watch import watch_roots
-
     name = ensure_model(settings, models_from=models_from, offline=offline)
     inbox = watch_roots(settings)[0]
     if not any(inbox.glob("*/images/*.png")):

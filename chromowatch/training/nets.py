@@ -30,6 +30,7 @@ from torch import nn
 from chromowatch.classify.architectures import build_model, get_spec, load_weights
 from chromowatch.classify.bundle import IMAGENET_MEAN, IMAGENET_STD, Bundle, weights_digest
 from chromowatch.records import CLASS_NAMES
+from chromowatch.training.dataset import to_batch
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +222,6 @@ def member_logits(nets: Sequence[Net], images: Sequence[np.ndarray], device: tor
     Inputs are prepared exactly as the ensemble prepares them (PIL bilinear resize,
     ImageNet normalisation), so softmax of these logits is what `classify` would give.
     """
-    from chromowatch.training.dataset import to_batch
-
     out = np.zeros((len(nets), len(images), len(CLASS_NAMES)), np.float32)
     to_device(nets, device)
     for model in {id(n.model): n.model for n in nets}.values():
