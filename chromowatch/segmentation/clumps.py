@@ -65,21 +65,7 @@ def regroup_clumps(
             out.append(g)
             continue
         pieces = find_units(local, int(local.max()) + 1, values)
-        reach = 2 * round(0.5 * yard.stroke) + 1
-        grow = np.ones((reach, reach), np.uint8)
-        near = [cv2.dilate((local == p.label).astype(np.uint8), grow) > 0 for p in pieces]
-        small = 0.5 * typical
-        cands: list[tuple[float, int, int]] = []
-        for i, a in enumerate(pieces):
-            for j in range(i + 1, len(pieces)):
-                b = pieces[j]
-                if not (near[i] & (local == b.label)).any():
-                    continue
-                tiny = all(u.area < small and u.elongation < COMPACT_ELONGATION for u in (a, b))
-                score = sister_score(a, b, None, yard.thin, settings, tiny)
-                if score is not None:
-                    cands.append((score, i, j))
-        pairs, used = best_pairs(cands)
+        pairs, used = _sister_pieces(local, pieces, yard, settings)
         rest = [i for i in range(len(pieces)) if i not in used]
         whole = CLUMP_WHOLE * typical
         if (
@@ -95,6 +81,28 @@ def regroup_clumps(
         out.extend([[base + i, base + j] for i, j in pairs])
         out.extend([[base + i] for i in rest])
     return out
+
+
+def _sister_pieces(
+    local: np.ndarray, pieces: list[Unit], yard: Yardstick, settings: SegmentSettings
+) -> tuple[list[list[int]], set[int]]:
+    """A clump's pieces (`local`, 1..k) paired as sisters, best first: within half a stroke of
+    each other and scoring as sisters (`sister_score`); also the indices paired."""
+    reach = 2 * round(0.5 * yard.stroke) + 1
+    grow = np.ones((reach, reach), np.uint8)
+    near = [cv2.dilate((local == p.label).astype(np.uint8), grow) > 0 for p in pieces]
+    small = 0.5 * yard.typical
+    cands: list[tuple[float, int, int]] = []
+    for i, a in enumerate(pieces):
+        for j in range(i + 1, len(pieces)):
+            b = pieces[j]
+            if not (near[i] & (local == b.label)).any():
+                continue
+            tiny = all(u.area < small and u.elongation < COMPACT_ELONGATION for u in (a, b))
+            score = sister_score(a, b, None, yard.thin, settings, tiny)
+            if score is not None:
+                cands.append((score, i, j))
+    return best_pairs(cands)
 
 
 def join_fragments(

@@ -111,6 +111,7 @@ def segment(
 
 
 def _empty(note: str) -> Segmentation:
+    """No crops, and why (logged, and kept as the segmentation's note for the user)."""
     log.info("%s", note)
     return Segmentation(crops=(), metaphases=0, note=note)
 
@@ -196,6 +197,7 @@ def _metaphases(
 
 
 def _group_centre(group: list[int], units: list[Unit]) -> tuple[float, float]:
+    """The area-weighted centre (x, y) of an object's units."""
     area = sum(units[i].area for i in group)
     cx = sum(units[i].cx * units[i].area for i in group) / area
     cy = sum(units[i].cy * units[i].area for i in group) / area
@@ -211,6 +213,8 @@ def _crops(
     flags: dict[int, frozenset[str]],
     pad: int,
 ) -> tuple[Crop, ...]:
+    """One crop per object: its box padded by `pad` px (within the image), its pixels and
+    mask, numbered by metaphase, then top to bottom and left to right."""
     height, width = labels.shape
     items = []
     for k, group in enumerate(groups):
