@@ -484,7 +484,7 @@ def _args_status(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    from chromowatch.service.daemon import collect_status, format_status
+    from chromowatch.service.status import collect_status, format_status
 
     settings = loaded.settings
     if not settings.paths.db.exists():

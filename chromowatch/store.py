@@ -216,6 +216,69 @@ class StoredCrop:
 
 
 @dataclass(frozen=True)
+class LedgerRow:
+    """One watched file in the daemon's ledger (table watched_files)."""
+
+    id: int
+    path: str
+    root: str
+    sample: str
+    metaphase: str | None
+    size: int | None
+    mtime: float | None
+    sha256: str | None
+    state: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: float | None
+    image_id: int | None
+    duplicate: int
+    crops: int | None
+    first_seen_at: float
+    stable_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class SampleState:
+    """A sample as the daemon tracks it: last file, closed (why), completed, report hook."""
+
+    name: str
+    last_file_at: float | None
+    closed_at: float | None
+    close_reason: str | None
+    completed_at: float | None
+    hook_state: str | None
+    hook_error: str | None
+
+
+@dataclass(frozen=True)
+class DaemonState:
+    """The daemon's last heartbeat; `info` is its JSON snapshot for `chromowatch status`."""
+
+    id: int
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+    info: str
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """The last run of a scheduled job (retraining), in the table's column order."""
+
+    name: str
+    last_started_at: float | None
+    last_finished_at: float | None
+    last_success_at: float | None
+    last_status: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class SampleCounts:
     """Per-sample counts over scored crops (flagged crops only when a person confirmed them)."""
 
@@ -708,16 +771,16 @@ class Store:
 
     # -- daemon: ledger of watched files (logic in ledger.py) -----------------------------
 
-    def ledger_lookup(self, paths: Sequence[str]) -> dict[str, sqlite3.Row]:
+    def ledger_lookup(self, paths: Sequence[str]) -> dict[str, LedgerRow]:
         """Ledger rows of these paths (those that have one), in chunks SQLite accepts."""
-        out: dict[str, sqlite3.Row] = {}
+        out: dict[str, LedgerRow] = {}
         for start in range(0, len(paths), 500):
             chunk = list(paths[start:start + 500])
             marks = ",".join("?" * len(chunk))
             for row in self._conn.execute(
                 f"SELECT * FROM watched_files WHERE path IN ({marks})", chunk
             ):
-                out[row["path"]] = row
+                out[row["path"]] = LedgerRow(**row)
         return out
 
     def ledger_add_seen(
@@ -747,7 +810,7 @@ class Store:
             )
             return cur.rowcount
 
-    def ledger_claim(self, limit: int, now: float) -> list[sqlite3.Row]:
+    def ledger_claim(self, limit: int, now: float) -> list[LedgerRow]:
         """Up to `limit` files to process (retries that are due first): -> 'processing'."""
         with self.transaction() as conn:
             rows = conn.execute(
@@ -765,7 +828,7 @@ class Store:
                 "WHERE id = ?",
                 [(now, now, row["id"]) for row in rows],
             )
-        return rows
+        return [LedgerRow(**row) for row in rows]
 
     def ledger_mark_done(
         self, path: str, *, sha256: str, image_id: int, crops: int, duplicate: bool, now: float
@@ -866,12 +929,12 @@ class Store:
         ).fetchone()
         return int(row[0]), int(row[1])
 
-    def ledger_rows(self, states: Sequence[str], limit: int = 1000) -> list[sqlite3.Row]:
+    def ledger_rows(self, states: Sequence[str], limit: int = 1000) -> list[LedgerRow]:
         marks = ",".join("?" * len(states))
-        return self._conn.execute(
+        return [LedgerRow(**row) for row in self._conn.execute(
             f"SELECT * FROM watched_files WHERE state IN ({marks}) ORDER BY id LIMIT ?",
             (*states, limit),
-        ).fetchall()
+        )]
 
     def ledger_open_samples(self) -> dict[str, int]:
         """Samples with files not yet finished (done or quarantined), and how many."""
@@ -907,8 +970,9 @@ class Store:
             )
             return cur.rowcount > 0
 
-    def sample_state_rows(self) -> list[sqlite3.Row]:
-        return self._conn.execute("SELECT * FROM sample_state ORDER BY name").fetchall()
+    def sample_state_rows(self) -> list[SampleState]:
+        return [SampleState(**row)
+                for row in self._conn.execute("SELECT * FROM sample_state ORDER BY name")]
 
     def sample_state_completed(
         self, name: str, *, hook_state: str, hook_error: str | None, now: float
@@ -935,8 +999,9 @@ class Store:
                 (pid, started_at, now, now if stopped else None, info),
             )
 
-    def daemon_state_read(self) -> sqlite3.Row | None:
-        return self._conn.execute("SELECT * FROM daemon_state WHERE id = 1").fetchone()
+    def daemon_state_read(self) -> DaemonState | None:
+        row = self._conn.execute("SELECT * FROM daemon_state WHERE id = 1").fetchone()
+        return DaemonState(**row) if row else None
 
     def job_started(self, name: str, now: float) -> None:
         with self.transaction() as conn:
@@ -955,8 +1020,9 @@ class Store:
                 (now, "ok" if ok else "failed", error, ok, now, name),
             )
 
-    def job_row(self, name: str) -> sqlite3.Row | None:
-        return self._conn.execute("SELECT * FROM job_runs WHERE name = ?", (name,)).fetchone()
+    def job_row(self, name: str) -> JobRun | None:
+        row = self._conn.execute("SELECT * FROM job_runs WHERE name = ?", (name,)).fetchone()
+        return JobRun(**row) if row else None
 
     # -- report data, report versions and the mail outbox ---------------------------------
 

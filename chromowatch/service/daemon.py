@@ -1,15 +1,17 @@
-"""`chromowatch run`: the unattended daemon beside the microscope.
+"""`chromowatch run`: the unattended daemon beside the microscope; its supervisor and loops.
 
     watcher thread --(ledger: seen -> stable)--> dispatcher thread --> worker processes
-      (ingest, segment, enhance) --> classifier thread (the one owner of the device, batches
-      crops across images) --> writer thread (results, then "done") --> completion hooks
+      (pipeline.prepare) --> classifier thread (pipeline.classify; the one owner of the
+      device, batches crops across images) --> writer thread (pipeline.commit, then "done")
+      --> completion hooks
 
 Every queue is bounded and the ledger, not memory, holds the backlog, so 100,000 waiting
 files cost rows on disk, not RAM. The main thread is the supervisor: it handles signals
 (SIGTERM/SIGINT: stop taking files, finish or roll back those in flight, exit 0; SIGHUP:
 reload the configuration), talks to systemd (READY, STOPPING, WATCHDOG only while every part
-is alive and moving), writes the state `chromowatch status` shows, completes samples and
-publishes metrics. Nightly retraining runs as a subprocess from apscheduler.
+is alive and moving), writes the state `chromowatch status` shows (service/status.py),
+completes samples (service/samples.py) and publishes metrics. The model's reloads live in
+service/model.py, nightly retraining in service/retrain.py.
 """
 
 from __future__ import annotations
@@ -20,36 +22,32 @@ import json
 import logging
 import os
 import queue
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from chromowatch import __version__, pipeline
 from chromowatch.errors import ChromowatchError, UsageError
+from chromowatch.records import Prediction
+from chromowatch.service.connections import ThreadStores
 from chromowatch.service.ledger import BACKLOG_STATES, Job, Ledger
-from chromowatch.service.samples import Completion, flush_outbox, run_completion_hook
+from chromowatch.service.metrics import MetricsPublisher
+from chromowatch.service.model import CurrentModel
+from chromowatch.service.retrain import RETRAIN_JOB, Retrainer
+from chromowatch.service.samples import Completion, Hooks
 from chromowatch.service.sdnotify import Notifier
+from chromowatch.service.status import print_completion
 from chromowatch.service.watch import Watcher, root_problem, watch_roots
 from chromowatch.service.workers import Task, TaskResult, WorkerPool
 from chromowatch.settings import Settings, load_settings
-from chromowatch.store import Store
-
-if TYPE_CHECKING:
-    from chromowatch.classify.ensemble import Ensemble
-    from chromowatch.records import Prediction
 
 log = logging.getLogger(__name__)
 
-RETRAIN_JOB = "retrain"
 STALL_S = 120.0  # a core thread that has not gone round its loop for this long is stuck
 
 
@@ -68,7 +66,6 @@ class Stats:
     outcomes: dict[str, int] = field(default_factory=lambda: {
         "done": 0, "duplicate": 0, "failed": 0, "quarantined": 0})
     crops: int = 0
-    model_reloads: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, outcome: str, crops: int = 0) -> None:
@@ -78,11 +75,13 @@ class Stats:
 
 
 class _Loop:
-    """A named thread running `step` until stopped; remembers when it last went round."""
+    """A named thread running `step` until stopped; remembers when it last went round.
+    Its own database connection (from `stores`) is closed when it ends."""
 
-    def __init__(self, name: str, step: Callable[[], None]) -> None:
+    def __init__(self, name: str, step: Callable[[], None], stores: ThreadStores) -> None:
         self.name = name
         self.step = step
+        self.stores = stores
         self.stop_event = threading.Event()
         self.at = time.monotonic()
         self.error: BaseException | None = None
@@ -96,6 +95,8 @@ class _Loop:
         except BaseException as exc:
             self.error = exc
             log.critical("the %s thread failed: %s", self.name, exc, exc_info=True)
+        finally:
+            self.stores.close_mine()
 
     def start(self) -> None:
         self.thread.start()
@@ -136,6 +137,27 @@ def worker_count(settings: Settings) -> int:
     return settings.daemon.workers or max(1, (os.cpu_count() or 2) - 1)
 
 
+def take_batch(q: queue.Queue[_Item], batch_size: int, linger_s: float,
+               timeout: float = 0.2) -> list[_Item]:
+    """Prepared images for one classify call: the first waiting one, then more as they come
+    within `linger_s`, until their crops fill `batch_size`. Empty when nothing waits."""
+    try:
+        batch = [q.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    crops = len(batch[0].prepared.crops)
+    deadline = time.monotonic() + linger_s
+    while crops < batch_size:
+        remaining = deadline - time.monotonic()
+        try:
+            item = q.get(timeout=remaining) if remaining > 0 else q.get_nowait()
+        except queue.Empty:
+            break
+        batch.append(item)
+        crops += len(item.prepared.crops)
+    return batch
+
+
 class Daemon:
     def __init__(self, settings: Settings, *, config: str | None = None,
                  until_complete: bool = False, out: TextIO | None = None) -> None:
@@ -146,6 +168,11 @@ class Daemon:
         self.notifier = Notifier()
         self.stats = Stats()
         self.started_at = time.time()
+        self.stores = ThreadStores(settings.paths.db)
+        self.model = CurrentModel(settings)
+        self.retrainer = Retrainer(settings, self.stores, config=config)
+        self.hooks = Hooks(settings, self.stores)
+        self.metrics = MetricsPublisher(settings.metrics)
         self._stop_signal: int | None = None
         self._reload = False
         self._accepting = threading.Event()
@@ -154,66 +181,53 @@ class Daemon:
         self._write_q: queue.Queue[_Item] = queue.Queue(settings.daemon.queue_size)
         self._in_flight: dict[int, Job] = {}  # dispatched, not yet written or failed
         self._in_flight_lock = threading.Lock()
-        self._ensemble: Ensemble | None = None
-        self._model_sig: object = None
-        self._model_next_check = 0.0
-        self._hooks = ThreadPoolExecutor(1, thread_name_prefix="hooks")
-        self._hooks_running: set[str] = set()
-        self._hooks_lock = threading.Lock()
-        self._outbox_next = 0.0
-        self._retrain_lock = threading.Lock()
-        self._retrain_proc: subprocess.Popen[str] | None = None
-        self._scheduler: Any = None
-        self._metrics: Any = None
-        self._metrics_text = ""
         self._snapshot: dict[str, Any] = {}
-        self._dispatch_ledger: Ledger | None = None
-        self._writer_ledger: Ledger | None = None
+
+    def _ledger(self) -> Ledger:
+        """The ledger, over the calling thread's own connection."""
+        return Ledger(self.stores.get(), self.settings.daemon)
 
     # -- startup ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        s = self.settings
-        with _single_instance(s.paths.db):
-            self.store = Store.open(s.paths.db)
+        with _single_instance(self.settings.paths.db):
             try:
                 return self._run()
             finally:
-                self.store.close()
+                self.stores.close_mine()
 
     def _run(self) -> int:
         s = self.settings
-        ledger = Ledger(self.store, s.daemon)
-        ledger.recover()
-        self._load_model(initial=True)
-        self.completion = Completion(s.samples, self.store)
+        self._ledger().recover()
+        self.model.load(strict=self.until_complete)
+        self.completion = Completion(s.samples, self._ledger())
         self.pool = WorkerPool(s, worker_count(s), task_timeout_s=s.daemon.task_timeout_s)
         self.pool.start()
-        self.watcher = self._new_watcher(s)
+        self.watcher = Watcher(s, self.stores)
         self.watcher.start()
         self.loops = [
-            _Loop("dispatcher", self._dispatch_step),
-            _Loop("classifier", self._classify_step),
-            _Loop("writer", self._write_step),
+            _Loop("dispatcher", self._dispatch_step, self.stores),
+            _Loop("classifier", self._classify_step, self.stores),
+            _Loop("writer", self._write_step, self.stores),
         ]
         for loop in self.loops:
             loop.start()
-        self._start_scheduler()
-        self._start_metrics()
+        if not self.until_complete:
+            # A run to completion (the demo, a one-off backlog) is not the service: no nightly job.
+            self.retrainer.start()
+        self.metrics.start()
         self._install_signals()
         roots = ", ".join(str(r) for r in watch_roots(s))
+        ensemble = self.model.ensemble
         log.info("chromowatch %s running: watching %s (%s mode), %d worker(s), model %s, "
                  "database %s", __version__, roots, s.watch.mode, self.pool.size,
-                 self._ensemble.version if self._ensemble else "none", s.paths.db)
+                 ensemble.version if ensemble else "none", s.paths.db)
         self.notifier.ready(f"watching {roots}")
         try:
             code = self._supervise()
         finally:
             self._shutdown()
         return code
-
-    def _new_watcher(self, settings: Settings) -> Watcher:
-        return Watcher(settings)
 
     def _install_signals(self) -> None:
         def stop(signum: int, _frame: object) -> None:
@@ -228,70 +242,13 @@ class Daemon:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
 
-    # -- the model -------------------------------------------------------------------------
-
-    def _model_signature(self) -> object:
-        from chromowatch.classify.library import CURRENT, ModelLibrary
-
-        library = ModelLibrary(self.settings.paths.models)
-        name = self.settings.classify.model
-        path = library.current_file if name == CURRENT else library.ensemble_path(name)
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def _load_model(self, *, initial: bool = False) -> None:
-        """Load the configured ensemble; keep the old one when the new one cannot be loaded."""
-        from chromowatch.classify.library import ModelLibrary
-
-        s = self.settings
-        sig = self._model_signature()
-        self._model_sig = sig
-        try:
-            if s.classify.threads:
-                import torch
-
-                torch.set_num_threads(s.classify.threads)
-            ensemble = ModelLibrary(s.paths.models).load_configured(s.classify)
-            pipeline.check_model_fits(ensemble)
-        except ChromowatchError as exc:
-            if initial and self.until_complete:
-                raise
-            if self._ensemble is None:
-                log.error("no usable model (%s); files are recorded and wait until one is "
-                          "installed (chromowatch models fetch ikemoto2023)", exc)
-            else:
-                log.error("the new model cannot be used (%s); keeping %s", exc,
-                          self._ensemble.version)
-            return
-        old = self._ensemble
-        self._ensemble = ensemble
-        if old is None:
-            log.info("model %s loaded", ensemble.version)
-        elif old.version != ensemble.version:
-            self.stats.model_reloads += 1
-            log.info("model reloaded without a restart: %s -> %s", old.version, ensemble.version)
-
-    def _maybe_reload_model(self) -> None:
-        now = time.monotonic()
-        if now < self._model_next_check:
-            return
-        self._model_next_check = now + self.settings.daemon.model_check_s
-        if self._model_signature() != self._model_sig:
-            self._load_model()
-
-    # -- dispatcher: ledger -> worker processes -> classify queue --------------------------
+    # -- dispatcher: ledger -> worker processes (prepare) -> classify queue -----------------
 
     def _dispatch_step(self) -> None:
-        if self._dispatch_ledger is None:
-            self._dispatch_ledger = Ledger(Store.open(self.settings.paths.db),
-                                           self.settings.daemon)
-        ledger = self._dispatch_ledger
+        ledger = self._ledger()
         for result in self.pool.collect(0.05):
             self._handle_prepared(ledger, result)
-        if self._accepting.is_set() and self._ensemble is not None:
+        if self._accepting.is_set() and self.model.ensemble is not None:
             room = min(self.pool.idle(),
                        self._classify_q.maxsize - self._classify_q.qsize())
             for job in ledger.claim(room):
@@ -322,43 +279,30 @@ class Daemon:
         if error == "file not found":
             if root_problem(Path(job.root), self.settings.watch.expect_mount) is None:
                 log.info("file %d vanished before it was processed: %s", job.id, job.path)
-                ledger.store.ledger_release([job.path], time.time())
+                ledger.release([job.path])
                 ledger.forget([job.path])
                 return
-            error = "the folder is offline"
-            ledger.failed(job, error, count=False)
+            ledger.failed(job, "the folder is offline", count=False)
             return
         state = ledger.failed(job, error)
         self.stats.count(state)
 
-    # -- classifier: the one owner of the device --------------------------------------------
+    # -- classifier: the one owner of the device (classify) ---------------------------------
 
     def _classify_step(self) -> None:
-        self._maybe_reload_model()
-        try:
-            first = self._classify_q.get(timeout=0.2)
-        except queue.Empty:
+        self.model.maybe_reload()
+        batch = take_batch(self._classify_q, self.settings.classify.batch_size,
+                           self.settings.daemon.batch_linger_s)
+        if not batch:
             return
-        ensemble = self._ensemble
+        ensemble = self.model.ensemble
         assert ensemble is not None  # nothing is dispatched without a model
-        batch = [first]
-        crops = len(first.prepared.crops)
-        deadline = time.monotonic() + self.settings.daemon.batch_linger_s
-        while crops < self.settings.classify.batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                item = (self._classify_q.get(timeout=remaining) if remaining > 0
-                        else self._classify_q.get_nowait())
-            except queue.Empty:
-                break
-            batch.append(item)
-            crops += len(item.prepared.crops)
         try:
             predictions = pipeline.classify([item.prepared for item in batch], ensemble)
         except Exception as exc:  # e.g. out of memory: these files fail, the daemon goes on
             crops = sum(len(item.prepared.crops) for item in batch)
             log.exception("classifying %d crops failed: %s", crops, exc)
-            ledger = Ledger(self.store_for_thread(), self.settings.daemon)
+            ledger = self._ledger()
             for item in batch:
                 self._fail(ledger, item.job, f"classification failed: {exc}")
             return
@@ -366,25 +310,14 @@ class Daemon:
             item.predictions = preds
             self._write_q.put(item)
 
-    _thread_stores: threading.local = threading.local()
-
-    def store_for_thread(self) -> Store:
-        store = getattr(self._thread_stores, "store", None)
-        if store is None:
-            store = Store.open(self.settings.paths.db)
-            self._thread_stores.store = store
-        return store
-
-    # -- writer: results, then "done" -------------------------------------------------------
+    # -- writer: commit, then "done" --------------------------------------------------------
 
     def _write_step(self) -> None:
-        if self._writer_ledger is None:
-            self._writer_ledger = Ledger(Store.open(self.settings.paths.db), self.settings.daemon)
-        ledger = self._writer_ledger
         try:
             item = self._write_q.get(timeout=0.2)
         except queue.Empty:
             return
+        ledger = self._ledger()
         job = item.job
         started = time.perf_counter()
         try:
@@ -411,7 +344,6 @@ class Daemon:
     # -- the supervisor (main thread) -------------------------------------------------------
 
     def _supervise(self) -> int:
-        s = self.settings
         next_beat = 0.0
         next_ping = 0.0
         ping_every = self.notifier.watchdog_interval_s
@@ -435,11 +367,12 @@ class Daemon:
                 self.notifier.watchdog()
                 next_ping = now + ping_every
             if now >= next_beat:
-                next_beat = now + (min(s.daemon.heartbeat_s, 0.5) if self.until_complete
-                                   else s.daemon.heartbeat_s)
+                beat_s = self.settings.daemon.heartbeat_s
+                next_beat = now + (min(beat_s, 0.5) if self.until_complete else beat_s)
                 self._beat()
                 if self.until_complete and self._all_complete():
-                    return self._finish_report()
+                    return print_completion(self.settings, self.stores.get(),
+                                            self._snapshot.get("model_version"), self.out)
             time.sleep(0.1)
 
     def _healthy(self) -> bool:
@@ -448,29 +381,22 @@ class Daemon:
 
     def _beat(self) -> None:
         """Completion, outbox, state for `status`, metrics: every heartbeat_s."""
-        for sample in self.completion.due():
-            with self._hooks_lock:
-                if sample in self._hooks_running:
-                    continue
-                self._hooks_running.add(sample)
-            self._hooks.submit(self._complete_sample, sample)
-        now = time.monotonic()
-        if now >= self._outbox_next:
-            self._outbox_next = now + 60.0
-            self._hooks.submit(self._flush_outbox)
+        self.hooks.submit(self.completion.due())
+        self.hooks.flush_outbox_when_due()
         snap = self._collect_snapshot()
-        self.store.daemon_state_write(pid=os.getpid(), started_at=self.started_at,
-                                      info=json.dumps(snap), now=time.time())
-        if self._metrics is not None or self.settings.metrics.textfile is not None:
-            self._publish_metrics(snap)
+        self.stores.get().daemon_state_write(pid=os.getpid(), started_at=self.started_at,
+                                             info=json.dumps(snap), now=time.time())
+        self.metrics.publish(snap)
         self.notifier.status(f"backlog {snap['backlog']}, {snap['files_per_s']:.2f} files/s, "
                              f"model {snap['model_version'] or 'none'}")
 
     def _collect_snapshot(self) -> dict[str, Any]:
-        counts = Ledger(self.store, self.settings.daemon).counts()
-        files, crops = self.store.ledger_finished_since(time.time() - 60)
-        retrain = self.store.job_row(RETRAIN_JOB)
-        ens = self._ensemble
+        """The daemon's state as `status` and the metrics show it."""
+        ledger = self._ledger()
+        counts = ledger.counts()
+        files, crops = ledger.finished_since(time.time() - 60)
+        retrain = ledger.store.job_row(RETRAIN_JOB)
+        ens = self.model.ensemble
         with self.stats.lock:
             outcomes = dict(self.stats.outcomes)
             crop_total = self.stats.crops
@@ -488,68 +414,22 @@ class Daemon:
             "mode": self.settings.watch.mode,
             "model_name": ens.name if ens else None,
             "model_version": ens.version if ens else None,
-            "model_reloads": self.stats.model_reloads,
+            "model_reloads": self.model.reloads,
             "workers": self.pool.size,
             "worker_replacements": self.pool.replaced,
-            "retrain_last_success": retrain["last_success_at"] if retrain else None,
+            "retrain_last_success": retrain.last_success_at if retrain else None,
         }
         self._snapshot = snap
         return snap
-
-    def _complete_sample(self, sample: str) -> None:
-        try:
-            store = self.store_for_thread()
-            state, error = run_completion_hook(self.settings, store, sample)
-            store.sample_state_completed(sample, hook_state=state, hook_error=error,
-                                         now=time.time())
-            log.info("sample %s is complete (report hook: %s)", sample, state)
-        except Exception as exc:  # recorded as not complete: tried again at the next beat
-            log.exception("completing sample %s failed: %s", sample, exc)
-        finally:
-            with self._hooks_lock:
-                self._hooks_running.discard(sample)
-
-    def _flush_outbox(self) -> None:
-        sent = flush_outbox(self.settings, self.store_for_thread())
-        if sent:
-            log.info("sent %d report email(s)", sent)
 
     def _all_complete(self) -> bool:
         """For --until-complete: nothing waiting anywhere and every sample completed."""
         if not self.watcher.idle() or self.watcher.scans_done == 0:
             return False
-        if self._snapshot.get("backlog", 1):
+        if self._snapshot.get("backlog", 1) or self.hooks.busy():
             return False
-        with self._hooks_lock:
-            if self._hooks_running:
-                return False
-        rows = self.store.sample_state_rows()
-        return bool(rows) and all(r["completed_at"] is not None for r in rows)
-
-    def _finish_report(self) -> int:
-        from chromowatch.reports.tables import format_counts_table
-
-        s = self.settings
-        names = [r["name"] for r in self.store.sample_state_rows()]
-        known = set(self.store.sample_names())
-        counts = self.store.sample_counts(None)
-        rows = [c for c in counts if c.sample in names and c.sample in known]
-        quarantined = self.store.ledger_rows(["quarantined"])
-        print(f"all samples complete ({len(names)}); model {self._snapshot.get('model_version')}",
-              file=self.out)
-        if rows:
-            print(format_counts_table(rows), file=self.out)
-        if quarantined:
-            print(f"\n{len(quarantined)} file(s) quarantined (see `chromowatch status`):",
-                  file=self.out)
-            for r in quarantined[:20]:
-                print(f"  {r['path']}: {r['last_error']}", file=self.out)
-        print(f"\nresults:  {s.paths.db}  (chromowatch results)", file=self.out)
-        print(f"crops:    {s.paths.crops}", file=self.out)
-        reports = s.paths.data / "reports"
-        if reports.is_dir():
-            print(f"reports:  {reports}", file=self.out)
-        return 3 if quarantined else 0
+        rows = self.stores.get().sample_state_rows()
+        return bool(rows) and all(r.completed_at is not None for r in rows)
 
     # -- configuration reload --------------------------------------------------------------
 
@@ -565,161 +445,23 @@ class Daemon:
         if new.paths != old.paths or new.daemon.workers != old.daemon.workers:
             log.warning("SIGHUP: changes to [paths] and daemon.workers take effect at the next "
                         "restart")
-        self.settings = new
+        self.settings = self.model.settings = self.retrainer.settings = new
+        self.hooks.settings = new
+        self.metrics.settings = new.metrics
         if new.watch != old.watch or new.samples != old.samples or new.ingest != old.ingest:
             self.watcher.stop()
-            self.watcher = self._new_watcher(new)
+            self.watcher = Watcher(new, self.stores)
             self.watcher.start()
-        self.completion = Completion(new.samples, self.store)
+        self.completion = Completion(new.samples, self._ledger())
         self.pool.update_settings(new)
         if new.classify != old.classify:
-            self._model_sig = "reload"  # the classifier thread reloads at its next check
-            self._model_next_check = 0.0
+            self.model.reload_soon()
         if new.schedule != old.schedule:
-            self._stop_scheduler()
-            self._start_scheduler()
+            self.retrainer.stop_schedule()
+            if not self.until_complete:
+                self.retrainer.start()
         log.info("SIGHUP: configuration reloaded")
         self.notifier.ready()
-
-    # -- nightly retraining -------------------------------------------------------------------
-
-    def _start_scheduler(self) -> None:
-        sched = self.settings.schedule
-        if not sched.retrain or self.until_complete:
-            # A run-to-completion (the demo, a one-off backlog) is not the service: no nightly job.
-            return
-        from apscheduler.schedulers.background import BackgroundScheduler
-        from apscheduler.triggers.cron import CronTrigger
-
-        trigger = CronTrigger.from_crontab(sched.retrain_cron, timezone=sched.timezone or None)
-        kwargs: dict[str, Any] = {}
-        if sched.timezone:
-            kwargs["timezone"] = sched.timezone
-        scheduler = BackgroundScheduler(
-            job_defaults={
-                # apscheduler 3's default grace is 1 s: a late night would be skipped silently
-                "misfire_grace_time": int(sched.misfire_grace_hours * 3600),
-                "coalesce": True,
-                "max_instances": 1,
-            },
-            **kwargs,
-        )
-        scheduler.add_job(self._retrain, trigger, id=RETRAIN_JOB, name="nightly retraining")
-        scheduler.start()
-        self._scheduler = scheduler
-        nxt = scheduler.get_job(RETRAIN_JOB).next_run_time
-        log.info("retraining scheduled (%s %s); next run %s", sched.retrain_cron,
-                 sched.timezone or "local time", nxt)
-        if sched.catch_up:
-            missed = last_due_before(trigger, datetime.now(trigger.timezone))
-            row = self.store.job_row(RETRAIN_JOB)
-            last = row["last_started_at"] if row else None
-            if missed is not None and (last is None or last < missed.timestamp()):
-                log.info("retraining due at %s was missed while stopped; running it now", missed)
-                scheduler.add_job(self._retrain, id=RETRAIN_JOB + "-catch-up",
-                                  name="missed retraining")
-
-    def _stop_scheduler(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
-
-    def retrain_command(self) -> list[str]:
-        cmd = list(self.settings.schedule.retrain_command)
-        if cmd:
-            return cmd
-        config = ["--config", self.config] if self.config else []
-        return [sys.executable, "-m", "chromowatch", *config, "train"]
-
-    def _retrain(self) -> None:
-        """Run the training command; never two at once, at low CPU priority, with a timeout."""
-        if not self._retrain_lock.acquire(blocking=False):
-            log.warning("retraining is already running; this run is skipped")
-            return
-        store = Store.open(self.settings.paths.db)
-        try:
-            cmd = self.retrain_command()
-            store.job_started(RETRAIN_JOB, time.time())
-            log.info("retraining: %s", " ".join(cmd))
-            ok, error = self._run_retrain(cmd)
-            store.job_finished(RETRAIN_JOB, ok=ok, error=error, now=time.time())
-            if ok:
-                log.info("retraining finished; a promoted model is picked up within %g s",
-                         self.settings.daemon.model_check_s)
-            else:
-                log.error("retraining failed: %s", error)
-        except Exception as exc:  # the daemon goes on whatever the training does
-            log.exception("retraining could not run: %s", exc)
-            store.job_finished(RETRAIN_JOB, ok=False, error=str(exc), now=time.time())
-        finally:
-            store.close()
-            self._retrain_lock.release()
-
-    def _run_retrain(self, cmd: list[str]) -> tuple[bool, str | None]:
-        sched = self.settings.schedule
-        # Low priority from the first instruction: `nice` execs the command already niced
-        # (setting it after the start raced with the child; preexec_fn is unsafe in a
-        # threaded process). Without `nice` on the PATH, it is set right after the start.
-        nice = shutil.which("nice")
-        if shutil.which(cmd[0]) is None:
-            return False, f"cannot start {cmd[0]}: no such program"
-        run = [nice, "-n", str(sched.retrain_nice), *cmd] if nice else cmd
-        try:
-            proc = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, text=True, start_new_session=True)
-        except OSError as exc:
-            return False, f"cannot start {cmd[0]}: {exc}"
-        self._retrain_proc = proc
-        if not nice:
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, proc.pid, sched.retrain_nice)
-        try:
-            output, _ = proc.communicate(timeout=sched.retrain_timeout_hours * 3600)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            output, _ = proc.communicate()
-            return False, f"stopped after {sched.retrain_timeout_hours:g} h (retrain_timeout_hours)"
-        finally:
-            self._retrain_proc = None
-        for line in output.splitlines()[-20:]:
-            log.info("retrain: %s", line)
-        if proc.returncode == 0:
-            return True, None
-        if "invalid choice: 'train'" in output:
-            return False, ("this chromowatch has no `train` command yet (the training feature "
-                           "is not installed); nothing was retrained")
-        tail = " | ".join(output.strip().splitlines()[-3:])
-        return False, f"exit code {proc.returncode}: {tail}"
-
-    # -- metrics ------------------------------------------------------------------------------
-
-    def _start_metrics(self) -> None:
-        m = self.settings.metrics
-        if not m.port:
-            return
-        from chromowatch.service.metrics import MetricsServer
-
-        try:
-            server = MetricsServer(m.host, m.port)
-        except OSError as exc:
-            log.error("metrics: cannot listen on %s:%d (%s); metrics are off", m.host, m.port, exc)
-            return
-        server.start()
-        self._metrics = server
-        log.info("metrics on http://%s:%d/metrics", m.host, server.port)
-
-    def _publish_metrics(self, snap: dict[str, Any]) -> None:
-        from chromowatch.service.metrics import daemon_families, render, write_textfile
-
-        text = render(daemon_families(snap))
-        if self._metrics is not None:
-            self._metrics.update(text)
-        path = self.settings.metrics.textfile
-        if path is not None:
-            try:
-                write_textfile(path, text)
-            except OSError as exc:
-                log.error("metrics: cannot write %s: %s", path, exc)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -743,42 +485,18 @@ class Daemon:
         with self._in_flight_lock:
             left = [job.path for job in self._in_flight.values()]
         if left:
-            n = self.store.ledger_release(left, time.time())
+            n = self._ledger().release(left)
             log.warning("%d file(s) did not finish within %g s; rolled back, redone at the "
                         "next start", n, s.daemon.stop_timeout_s)
-        if self._retrain_proc is not None:
-            log.warning("stopping the running retraining")
-            _kill_group(self._retrain_proc)
-        self._stop_scheduler()
-        self._hooks.shutdown(wait=True, cancel_futures=True)
-        if self._metrics is not None:
-            self._metrics.stop()
+        self.retrainer.stop()
+        self.hooks.shutdown()
+        self.metrics.stop()
         with contextlib.suppress(Exception):
             self._collect_snapshot()
-        self.store.daemon_state_write(pid=os.getpid(), started_at=self.started_at,
-                                      info=json.dumps(self._snapshot), now=time.time(),
-                                      stopped=True)
+        self.stores.get().daemon_state_write(pid=os.getpid(), started_at=self.started_at,
+                                             info=json.dumps(self._snapshot), now=time.time(),
+                                             stopped=True)
         log.info("chromowatch stopped")
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(OSError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def last_due_before(trigger: Any, now: datetime) -> datetime | None:
-    """The latest time before `now` the cron trigger fired (within 40 days), if any."""
-    t = trigger.get_next_fire_time(None, now - timedelta(days=40))
-    last = None
-    while t is not None and t <= now:
-        last = t
-        t = trigger.get_next_fire_time(t, t + timedelta(seconds=1))
-    return last
 
 
 def run_daemon(settings: Settings, *, config: str | None = None,
@@ -795,111 +513,3 @@ def run_daemon(settings: Settings, *, config: str | None = None,
                 raise UsageError(f"cannot watch {root}: {problem}",
                                  hint="check watch.roots")
     return Daemon(settings, config=config, until_complete=until_complete).run()
-
-
-# -- `chromowatch status` ---------------------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
-    """What `chromowatch status` shows, from the database (and the daemon's last heartbeat)."""
-    now = time.time()
-    counts = Ledger(store, settings.daemon).counts()
-    files_1m, crops_1m = store.ledger_finished_since(now - 60)
-    files_15m, crops_15m = store.ledger_finished_since(now - 900)
-    row = store.daemon_state_read()
-    info: dict[str, Any] = json.loads(row["info"]) if row else {}
-    running = bool(
-        row and row["stopped_at"] is None
-        and now - row["heartbeat_at"] < 3 * settings.daemon.heartbeat_s + 10
-        and _pid_alive(int(row["pid"]))
-    )
-    if running:
-        sources = info.get("sources", [])
-        model = info.get("model_version")
-    else:
-        sources = []
-        for root in watch_roots(settings):
-            problem = root_problem(root, settings.watch.expect_mount)
-            sources.append({"root": str(root), "online": problem is None, "problem": problem})
-        try:
-            from chromowatch.classify.library import ModelLibrary
-
-            model = ModelLibrary(settings.paths.models).current_name()
-        except ChromowatchError as exc:
-            model = f"unusable ({exc.message})"
-    retrain = store.job_row(RETRAIN_JOB)
-    samples = [
-        {"sample": r["name"],
-         "state": ("complete" if r["completed_at"] else "closed" if r["closed_at"] else "open"),
-         "close_reason": r["close_reason"], "report": r["hook_state"]}
-        for r in store.sample_state_rows()
-    ]
-    problems = [
-        {"id": r["id"], "path": r["path"], "state": r["state"], "attempts": r["attempts"],
-         "error": r["last_error"]}
-        for r in store.ledger_rows(["failed", "quarantined"], limit=50)
-    ]
-    return {
-        "daemon": {
-            "running": running,
-            "pid": row["pid"] if row else None,
-            "started_at": row["started_at"] if row else None,
-            "heartbeat_at": row["heartbeat_at"] if row else None,
-            "stopped_at": row["stopped_at"] if row else None,
-        },
-        "files": counts,
-        "backlog": sum(counts[s] for s in BACKLOG_STATES),
-        "throughput": {
-            "files_per_s_1m": files_1m / 60, "crops_per_s_1m": crops_1m / 60,
-            "files_per_s_15m": files_15m / 900, "crops_per_s_15m": crops_15m / 900,
-        },
-        "model": model,
-        "sources": sources,
-        "samples": samples,
-        "retrain": dict(retrain) if retrain else None,
-        "problems": problems,
-    }
-
-
-def format_status(st: dict[str, Any]) -> str:
-    d = st["daemon"]
-    ago = lambda t: f"{time.time() - t:.0f} s ago" if t else "never"  # noqa: E731
-    if d["running"]:
-        lines = [f"daemon:     running (pid {d['pid']}, heartbeat {ago(d['heartbeat_at'])})"]
-    elif d["pid"]:
-        lines = [f"daemon:     NOT running (last heartbeat {ago(d['heartbeat_at'])})"]
-    else:
-        lines = ["daemon:     never ran on this database"]
-    files = st["files"]
-    lines.append("files:      " + ", ".join(f"{k} {v}" for k, v in files.items()))
-    t = st["throughput"]
-    lines.append(f"backlog:    {st['backlog']}")
-    lines.append(f"throughput: {t['files_per_s_1m']:.2f} files/s, {t['crops_per_s_1m']:.1f} "
-                 f"crops/s (last minute); {t['files_per_s_15m']:.2f} files/s (15 min)")
-    lines.append(f"model:      {st['model'] or 'none installed'}")
-    for src in st["sources"]:
-        state = "online" if src["online"] else f"OFFLINE ({src['problem']})"
-        lines.append(f"source:     {src['root']}: {state}")
-    for smp in st["samples"]:
-        extra = f" ({smp['close_reason']})" if smp["close_reason"] else ""
-        report = f", report {smp['report']}" if smp["report"] else ""
-        lines.append(f"sample:     {smp['sample']}: {smp['state']}{extra}{report}")
-    r = st["retrain"]
-    if r:
-        err = f": {r['last_error']}" if r["last_error"] else ""
-        lines.append(f"retrain:    last {r['last_status']} {ago(r['last_finished_at'])}, "
-                     f"last success {ago(r['last_success_at'])}{err}")
-    for p in st["problems"]:
-        lines.append(f"{p['state']:<11} file {p['id']} {p['path']} (attempts {p['attempts']}): "
-                     f"{p['error']}")
-    return "\n".join(lines)

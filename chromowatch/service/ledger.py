@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from chromowatch import pipeline
 from chromowatch.settings import DaemonSettings
-from chromowatch.store import Store
+from chromowatch.store import LedgerRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,26 @@ def backoff_s(attempts: int, settings: DaemonSettings) -> float:
                      settings.retry_backoff_max_s))
 
 
+def _admission(row: LedgerRow | None, c: Candidate) -> tuple[bool, bool]:
+    """(record it as seen, track its stability) for a file found again."""
+    if row is None:
+        return True, True
+    same = row.size == c.size and row.mtime == c.mtime
+    if row.state == "seen":
+        return not same, True
+    if same or row.state == "processing":
+        return False, False
+    if row.state == "done":
+        log.warning("file %d changed after it was processed (%s); processing the new content",
+                    row.id, c.path)
+    elif row.state in ("failed", "quarantined"):
+        log.info("file %d changed (%s); trying it again", row.id, c.path)
+    return True, True
+
+
 class Ledger:
+    """The ledger's rules over its rows; every call the daemon makes on the ledger is here."""
+
     def __init__(self, store: Store, settings: DaemonSettings) -> None:
         self.store = store
         self.settings = settings
@@ -78,36 +97,17 @@ class Ledger:
         fresh: list[Candidate] = []
         track: list[Candidate] = []
         for c in candidates:
-            row = rows.get(c.path)
-            if row is None:
+            record, watch = _admission(rows.get(c.path), c)
+            if record:
                 fresh.append(c)
-                track.append(c)
-                continue
-            same = row["size"] == c.size and row["mtime"] == c.mtime
-            state = row["state"]
-            if state == "seen":
-                track.append(c)
-                if not same:
-                    fresh.append(c)
-            elif same or state == "processing":
-                continue
-            else:
-                if state == "done":
-                    log.warning("file %d changed after it was processed (%s); processing the "
-                                "new content", row["id"], c.path)
-                elif state in ("failed", "quarantined"):
-                    log.info("file %d changed (%s); trying it again", row["id"], c.path)
-                fresh.append(c)
+            if watch:
                 track.append(c)
         if fresh:
             now = time.time()
             self.store.ledger_add_seen(
                 [(c.path, c.root, c.sample, c.metaphase, c.size, c.mtime) for c in fresh], now
             )
-            last: dict[str, float] = {}
-            for c in fresh:
-                last[c.sample] = now
-            self.store.sample_state_touch(last)
+            self.store.sample_state_touch(dict.fromkeys((c.sample for c in fresh), now))
         return track
 
     def stable(self, items: Iterable[tuple[str, int, float]]) -> int:
@@ -118,7 +118,7 @@ class Ledger:
         if limit <= 0:
             return []
         return [
-            Job(r["id"], r["path"], r["root"], r["sample"], r["metaphase"], int(r["attempts"]))
+            Job(r.id, r.path, r.root, r.sample, r.metaphase, int(r.attempts))
             for r in self.store.ledger_claim(limit, time.time())
         ]
 
@@ -150,7 +150,7 @@ class Ledger:
     def quarantine_on_sight(self, c: Candidate, reason: str) -> None:
         """Refuse a file without trying it (e.g. a symbolic link leading out of the root)."""
         row = self.store.ledger_lookup([c.path]).get(c.path)
-        if row is not None and row["state"] == "quarantined" and row["last_error"] == reason:
+        if row is not None and row.state == "quarantined" and row.last_error == reason:
             return
         self.store.ledger_quarantine_new(c.path, c.root, c.sample, reason, time.time())
         log.error("quarantined %s: %s", c.path, reason)
@@ -169,6 +169,21 @@ class Ledger:
 
     def retry(self, paths: Sequence[str] | None) -> int:
         return self.store.ledger_retry(paths, time.time())
+
+    def lookup(self, paths: Sequence[str]) -> dict[str, LedgerRow]:
+        return self.store.ledger_lookup(paths)
+
+    def rows(self, states: Sequence[str], limit: int = 1000) -> list[LedgerRow]:
+        """Files in these states, oldest first (status, the run-to-completion summary)."""
+        return self.store.ledger_rows(states, limit)
+
+    def finished_since(self, since: float) -> tuple[int, int]:
+        """(files, crops) done since this time: throughput."""
+        return self.store.ledger_finished_since(since)
+
+    def open_samples(self) -> dict[str, int]:
+        """Samples with files not yet done or quarantined, and how many."""
+        return self.store.ledger_open_samples()
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)

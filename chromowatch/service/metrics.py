@@ -7,12 +7,14 @@ rendering, so a scrape never touches the database or blocks the daemon. Off by d
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from chromowatch.files import atomic_write_text
+from chromowatch.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +104,7 @@ def daemon_families(snapshot: Mapping[str, Any]) -> list[Family]:
 
 def write_textfile(path: Path, text: str) -> None:
     """Atomically replace the file (node_exporter's textfile collector reads it any time)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    part.write_text(text)
-    os.replace(part, path)
+    atomic_write_text(path, text)
 
 
 class MetricsServer:
@@ -153,3 +152,41 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class MetricsPublisher:
+    """The daemon's metrics as [metrics] asks: served on a port, written to a file, or off."""
+
+    def __init__(self, settings: MetricsSettings) -> None:
+        self.settings = settings
+        self._server: MetricsServer | None = None
+
+    def start(self) -> None:
+        m = self.settings
+        if not m.port:
+            return
+        try:
+            server = MetricsServer(m.host, m.port)
+        except OSError as exc:
+            log.error("metrics: cannot listen on %s:%d (%s); metrics are off", m.host, m.port, exc)
+            return
+        server.start()
+        self._server = server
+        log.info("metrics on http://%s:%d/metrics", m.host, server.port)
+
+    def publish(self, snapshot: Mapping[str, Any]) -> None:
+        path = self.settings.textfile
+        if self._server is None and path is None:
+            return
+        text = render(daemon_families(snapshot))
+        if self._server is not None:
+            self._server.update(text)
+        if path is not None:
+            try:
+                write_textfile(path, text)
+            except OSError as exc:
+                log.error("metrics: cannot write %s: %s", path, exc)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()

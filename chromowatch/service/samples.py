@@ -2,18 +2,24 @@
 
 A sample is closed by a marker file, a quiet period or `chromowatch sample close`; it is
 complete once closed and none of its files is still waiting or in flight. Completion calls the
-reports hook once (again if late files arrive). The hook lives in the reports code; when that
-is not installed the completion is still recorded and the absence is logged.
+reports hook (reports.publish) once, again if late files arrive; `Hooks` runs it, and sends the
+mail outbox, off the supervisor's thread.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from chromowatch.reports import mail, publish
+from chromowatch.service.connections import ThreadStores
+from chromowatch.service.ledger import Ledger
 from chromowatch.settings import SamplesSettings, Settings
 from chromowatch.store import Store
 
@@ -55,15 +61,9 @@ class SampleRules:
 
 
 def run_completion_hook(settings: Settings, store: Store, sample: str) -> tuple[str, str | None]:
-    """Call the reports code for a completed sample: ('done'|'failed'|'unavailable', error)."""
+    """Call the reports code for a completed sample: ('done'|'failed', error)."""
     try:
-        from chromowatch.reports.publish import on_sample_complete
-    except ImportError as exc:
-        log.warning("sample %s complete; its report is not rendered because the reports code "
-                    "is not available (%s)", sample, exc)
-        return "unavailable", str(exc)
-    try:
-        on_sample_complete(settings, store, sample)
+        publish.on_sample_complete(settings, store, sample)
     except Exception as exc:  # a report problem must never stop the daemon
         log.exception("sample %s complete, but its report failed: %s", sample, exc)
         return "failed", f"{type(exc).__name__}: {exc}"
@@ -71,48 +71,88 @@ def run_completion_hook(settings: Settings, store: Store, sample: str) -> tuple[
     return "done", None
 
 
-def flush_outbox(settings: Settings, store: Store) -> int:
-    """Send waiting report emails through the delivery code, when it is installed."""
-    try:
-        from chromowatch.reports.mail import flush_outbox as deliver_flush
-    except ImportError as exc:
-        log.debug("email delivery not available (%s)", exc)
-        return 0
-    try:
-        return int(deliver_flush(settings, store))
-    except Exception as exc:  # mail problems are retried by the outbox, never fatal here
-        log.exception("sending report emails failed: %s", exc)
-        return 0
-
-
 class Completion:
     """Decides which samples are complete now; the caller runs their hooks."""
 
-    def __init__(self, settings: SamplesSettings, store: Store) -> None:
+    def __init__(self, settings: SamplesSettings, ledger: Ledger) -> None:
         self.settings = settings
-        self.store = store
-
-    def close(self, sample: str, reason: str) -> bool:
-        if self.store.sample_state_close(sample, reason, time.time()):
-            log.info("sample %s closed (%s)", sample, reason)
-            return True
-        return False
+        self.ledger = ledger
+        self.store = ledger.store
 
     def due(self, now: float | None = None) -> list[str]:
         """Samples to complete now: closed (quiet periods close here) and fully processed."""
         now = time.time() if now is None else now
         quiet = self.settings.quiet_period_s
         rows = self.store.sample_state_rows()
-        open_files = self.store.ledger_open_samples()
+        open_files = self.ledger.open_samples()
         due: list[str] = []
         for row in rows:
-            name = row["name"]
-            if row["closed_at"] is None:
-                last = row["last_file_at"]
+            name = row.name
+            if row.closed_at is None:
+                last = row.last_file_at
                 if quiet and last is not None and now - last >= quiet and name not in open_files:
-                    self.close(name, f"no new file for {quiet:g} s")
+                    self.ledger.close_sample(name, f"no new file for {quiet:g} s")
                 else:
                     continue
-            if row["completed_at"] is None and name not in open_files:
+            if row.completed_at is None and name not in open_files:
                 due.append(name)
         return due
+
+
+class Hooks:
+    """Runs completed samples' hooks and the mail outbox on one thread of their own, so a
+    slow report or mail server never holds up the supervisor; one hook per sample at once."""
+
+    OUTBOX_EVERY_S = 60.0
+
+    def __init__(self, settings: Settings, stores: ThreadStores) -> None:
+        self.settings = settings
+        self.stores = stores
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="hooks")
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+        self._outbox_next = 0.0
+
+    def submit(self, samples: Iterable[str]) -> None:
+        """Complete these samples (those not already being completed)."""
+        for sample in samples:
+            with self._lock:
+                if sample in self._running:
+                    continue
+                self._running.add(sample)
+            self._pool.submit(self._complete, sample)
+
+    def flush_outbox_when_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._outbox_next:
+            self._outbox_next = now + self.OUTBOX_EVERY_S
+            self._pool.submit(self._flush_outbox)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._running)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _complete(self, sample: str) -> None:
+        try:
+            store = self.stores.get()
+            state, error = run_completion_hook(self.settings, store, sample)
+            store.sample_state_completed(sample, hook_state=state, hook_error=error,
+                                         now=time.time())
+            log.info("sample %s is complete (report hook: %s)", sample, state)
+        except Exception as exc:  # recorded as not complete: tried again at the next beat
+            log.exception("completing sample %s failed: %s", sample, exc)
+        finally:
+            with self._lock:
+                self._running.discard(sample)
+
+    def _flush_outbox(self) -> None:
+        try:
+            sent = mail.flush_outbox(self.settings, self.stores.get())
+        except Exception as exc:  # mail problems are retried by the outbox, never fatal here
+            log.exception("sending report emails failed: %s", exc)
+            return
+        if sent:
+            log.info("sent %d report email(s)", sent)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chromowatch.service.connections import ThreadStores
 from chromowatch.service.ledger import Candidate, Ledger
 from chromowatch.service.samples import SampleRules
 from chromowatch.settings import Settings
@@ -281,8 +282,9 @@ class Watcher:
     A sample's marker file closes the sample.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, stores: ThreadStores | None = None) -> None:
         self.settings = settings
+        self.stores = stores or ThreadStores(settings.paths.db)
         self.ledger: Ledger | None = None
         self.roots = watch_roots(settings)
         self.rules = SampleRules(settings.samples)
@@ -331,10 +333,7 @@ class Watcher:
     # loop --------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        from chromowatch.store import Store
-
-        store = Store.open(self.settings.paths.db)
-        self.ledger = Ledger(store, self.settings.daemon)
+        self.ledger = Ledger(self.stores.get(), self.settings.daemon)
         try:
             while not self._stop.is_set():
                 self.loop_at = time.monotonic()
@@ -360,7 +359,7 @@ class Watcher:
             log.exception("the watcher stopped: %s", exc)
             raise
         finally:
-            store.close()
+            self.stores.close_mine()
 
     @property
     def _ledger(self) -> Ledger:
@@ -478,47 +477,55 @@ class Watcher:
         """Filter names, spot markers and links out of the root, admit the rest."""
         candidates: list[Candidate] = []
         for path in paths:
-            name = path.name
-            rel_parts = path.relative_to(root).parts
-            if any(self.ignore.ignored(part) for part in rel_parts):
+            if any(self.ignore.ignored(part) for part in path.relative_to(root).parts):
                 continue
-            if self.rules.is_marker(name):
+            if self.rules.is_marker(path.name):
                 placement = self.rules.place(root, path)
                 if placement is not None and path.exists():
                     self._ledger.close_sample(placement.sample, f"marker {path}")
                 continue
-            if not self.ignore.is_image_name(name):
+            if not self.ignore.is_image_name(path.name):
                 continue
-            placement = self.rules.place(root, path)
-            if placement is None:
-                log.debug("no sample for %s (samples.pattern); left alone", path)
-                continue
-            try:
-                lst = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                log.warning("cannot stat %s: %s", path, exc.strerror or exc)
-                continue
-            if stat.S_ISLNK(lst.st_mode):
-                target = os.path.realpath(path)
-                root_real = os.path.realpath(root)
-                if os.path.commonpath([target, root_real]) != root_real:
-                    self._ledger.quarantine_on_sight(
-                        Candidate(str(path), str(root), placement.sample, placement.metaphase,
-                                  0, 0.0),
-                        f"symbolic link to {target}, outside the watch root {root}; not read",
-                    )
-                    continue
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue  # a dangling link: nothing to read
-            else:
-                st = lst
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            candidates.append(Candidate(str(path), str(root), placement.sample,
-                                        placement.metaphase, st.st_size, st.st_mtime))
+            candidate = self._candidate(root, path)
+            if candidate is not None:
+                candidates.append(candidate)
         for c in self._ledger.admit(candidates):
             self.tracker.track(c, fast=c.path in fast_paths)
+
+    def _candidate(self, root: Path, path: Path) -> Candidate | None:
+        """An image file with its sample, or None: no sample, gone, not a regular file, or
+        a link out of the root (quarantined on sight)."""
+        placement = self.rules.place(root, path)
+        if placement is None:
+            log.debug("no sample for %s (samples.pattern); left alone", path)
+            return None
+        try:
+            lst = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cannot stat %s: %s", path, exc.strerror or exc)
+            return None
+        st: os.stat_result | None = lst
+        if stat.S_ISLNK(lst.st_mode):
+            st = self._follow_link(root, path, placement.sample, placement.metaphase)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            return None
+        return Candidate(str(path), str(root), placement.sample, placement.metaphase,
+                         st.st_size, st.st_mtime)
+
+    def _follow_link(self, root: Path, path: Path, sample: str,
+                     metaphase: str | None) -> os.stat_result | None:
+        """What a link inside the root points to; a link leading out is quarantined."""
+        target = os.path.realpath(path)
+        root_real = os.path.realpath(root)
+        if os.path.commonpath([target, root_real]) != root_real:
+            self._ledger.quarantine_on_sight(
+                Candidate(str(path), str(root), sample, metaphase, 0, 0.0),
+                f"symbolic link to {target}, outside the watch root {root}; not read",
+            )
+            return None
+        try:
+            return os.stat(path)
+        except OSError:
+            return None  # a dangling link: nothing to read

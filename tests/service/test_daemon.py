@@ -24,6 +24,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from chromowatch.classify.library import ModelLibrary
+from chromowatch.service.daemon import Daemon
+from chromowatch.service.retrain import last_due_before
+from chromowatch.settings import Settings
+from tests.helpers import install_tiny_model
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -32,24 +38,6 @@ pytestmark = pytest.mark.usefixtures("no_thread_leaks")
 
 
 # -- fixtures: a model, spreads -----------------------------------------------------------
-
-
-def install_tiny_model(models_dir: Path, name: str = "tiny", seed: int = 0) -> str:
-    """A tinycnn ensemble with random weights, made current; returns its version."""
-    import torch
-
-    from chromowatch.classify.architectures import build_model
-    from chromowatch.classify.bundle import Bundle
-    from chromowatch.classify.library import ModelLibrary
-
-    torch.manual_seed(seed)
-    library = ModelLibrary(models_dir)
-    bundle = Bundle(arch="tinycnn", state_dict=build_model("tinycnn").state_dict(),
-                    class_names=("A", "B", "C"), input_size=(64, 64))
-    library.save_bundle(bundle, f"{name}-1")
-    library.save_ensemble(name, [f"{name}-1"])
-    library.set_current(name)
-    return library.load_ensemble(name, device="cpu").version
 
 
 @pytest.fixture(scope="session")
@@ -453,8 +441,6 @@ def test_hung_stage_is_timed_out_and_worker_replaced(env: dict[str, Path],
 
 def test_model_promotion_is_picked_up_without_restart(env: dict[str, Path],
                                                       base_spreads: list[np.ndarray]) -> None:
-    from chromowatch.classify.library import ModelLibrary
-
     models = env["tmp"] / "models"
     shutil.copytree(env["models"], models)
     config = write_config(env["config"], env["data"], models, [env["inbox"]])
@@ -465,7 +451,8 @@ def test_model_promotion_is_picked_up_without_restart(env: dict[str, Path],
         d.wait_ready()
         (env["inbox"] / "S1" / "before.png").write_bytes(blobs[0])
         wait_for(finished(db, 1), 60, "first file")
-        new_version = install_tiny_model(models, name="tiny2", seed=1)
+        install_tiny_model(models, name="tiny2", seed=1)
+        new_version = ModelLibrary(models).load_ensemble("tiny2", device="cpu").version
         assert ModelLibrary(models).current_name() == "tiny2"
         wait_for(lambda: "model reloaded without a restart" in d.log, 30, "model reload")
         (env["inbox"] / "S1" / "after.png").write_bytes(blobs[1])
@@ -585,31 +572,25 @@ def test_nightly_retraining_catches_up_and_failures_do_not_stop_the_daemon(
 
 
 def test_retrain_failure_is_a_clear_error(tmp_path: Path) -> None:
-    from chromowatch.service.daemon import Daemon
-    from chromowatch.settings import Settings
-
-    d = Daemon(Settings(paths={"data_dir": str(tmp_path)}))
-    ok, error = d._run_retrain(
+    d = Daemon(Settings(paths={"data_dir": str(tmp_path)}))  # type: ignore[arg-type]
+    ok, error = d.retrainer.run_command(
         [sys.executable, "-c", "import sys; print('training broke'); sys.exit(4)"])
     assert not ok and error is not None and "exit code 4" in error and "training broke" in error
     # A fresh install has no labels yet: its first nightly `train` is nothing to do, not a failure.
-    ok, error = d._run_retrain([sys.executable, "-m", "chromowatch", "train"])
+    ok, error = d.retrainer.run_command([sys.executable, "-m", "chromowatch", "train"])
     assert ok and error is None
-    ok, error = d._run_retrain([str(tmp_path / "no-such-trainer"), "train"])
+    ok, error = d.retrainer.run_command([str(tmp_path / "no-such-trainer"), "train"])
     assert not ok and error == f"cannot start {tmp_path / 'no-such-trainer'}: no such program"
 
 
 def test_retrain_runs_niced_from_its_first_instruction(tmp_path: Path) -> None:
     """The niceness is in place before the command runs (it was once set after the start,
     and a quick command could read 0)."""
-    from chromowatch.service.daemon import Daemon
-    from chromowatch.settings import Settings
-
     d = Daemon(Settings(paths={"data_dir": str(tmp_path)},
                         schedule={"retrain_nice": 9}))  # type: ignore[arg-type]
     want = min(19, os.nice(0) + 9)
     for _ in range(5):
-        ok, error = d._run_retrain([sys.executable, "-c",
+        ok, error = d.retrainer.run_command([sys.executable, "-c",
                                     f"import os; print('niceness', os.nice(0)); "
                                     f"raise SystemExit(os.nice(0) != {want})"])
         assert ok, error
@@ -619,8 +600,6 @@ def test_last_due_before_finds_the_missed_night() -> None:
     from datetime import datetime
 
     from apscheduler.triggers.cron import CronTrigger
-
-    from chromowatch.service.daemon import last_due_before
 
     trigger = CronTrigger.from_crontab("0 2 * * *", timezone="UTC")
     now = datetime(2026, 3, 10, 1, 0, tzinfo=UTC)

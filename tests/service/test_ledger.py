@@ -58,8 +58,9 @@ def test_failures_back_off_then_quarantine(ledger: Ledger) -> None:
     job = ledger.claim(1)[0]
     assert ledger.failed(job, "corrupt PNG") == "failed"
     row = ledger.store.ledger_lookup(["/bad.png"])["/bad.png"]
-    assert row["attempts"] == 1 and row["last_error"] == "corrupt PNG"
-    assert row["next_attempt_at"] - time.time() == pytest.approx(10, abs=2)
+    assert row.attempts == 1 and row.last_error == "corrupt PNG"
+    assert row.next_attempt_at is not None
+    assert row.next_attempt_at - time.time() == pytest.approx(10, abs=2)
     assert ledger.claim(1) == []  # not due yet
     ledger.store.ledger_mark_failed("/bad.png", state="failed", error="corrupt PNG", attempts=1,
                                     next_attempt_at=time.time() - 1, now=time.time())
@@ -71,7 +72,7 @@ def test_failures_back_off_then_quarantine(ledger: Ledger) -> None:
     job = ledger.claim(1)[0]
     assert ledger.failed(job, "corrupt PNG") == "quarantined"
     row = ledger.store.ledger_lookup(["/bad.png"])["/bad.png"]
-    assert row["state"] == "quarantined" and row["attempts"] == 3
+    assert row.state == "quarantined" and row.attempts == 3
     # the failure is visible in the results too
     assert ledger.store.sample_counts("s1")[0].failed_images == 1
     # retry puts it back, with its attempts reset
@@ -84,7 +85,7 @@ def test_offline_failure_does_not_use_an_attempt(ledger: Ledger) -> None:
     ledger.stable([("/x.png", 10, 1.0)])
     job = ledger.claim(1)[0]
     ledger.failed(job, "the folder is offline", count=False)
-    assert ledger.store.ledger_lookup(["/x.png"])["/x.png"]["attempts"] == 0
+    assert ledger.store.ledger_lookup(["/x.png"])["/x.png"].attempts == 0
 
 
 def test_backoff_doubles_and_is_capped() -> None:
@@ -117,4 +118,4 @@ def test_quarantine_on_sight_and_sample_close(ledger: Ledger) -> None:
     assert ledger.close_sample("s1", "marker") is True
     assert ledger.close_sample("s1", "marker") is False
     row = ledger.store.sample_state_rows()[0]
-    assert row["name"] == "s1" and row["close_reason"] == "marker"
+    assert row.name == "s1" and row.close_reason == "marker"
