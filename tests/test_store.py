@@ -9,7 +9,7 @@ import pytest
 
 from chromowatch.errors import StoreError
 from chromowatch.records import BBox, Prediction
-from chromowatch.store import MIGRATIONS, ImageRow, Store, StoredCrop
+from chromowatch.store import MIGRATIONS, ImageRow, Store, StoredCrop, fingerprint_labels
 
 
 def _crop(i: int, label: str, flags: frozenset[str] = frozenset()) -> StoredCrop:
@@ -107,3 +107,19 @@ def test_unwritable_location(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot open the database"):
         Store.open(blocker / "db.sqlite3")
+
+
+def test_labels_fingerprint_is_one_definition(tmp_path: Path) -> None:
+    """Training records the fingerprint of the labels it read; `train` compares it with the
+    store's: both must come from the same function, whatever order the labels come in."""
+    with Store.open(tmp_path / "db") as store:
+        crops = store.image_crops(_save(store, "aa", "ABCA"))
+        store.set_labels([(crops[2].id, "A"), (crops[0].id, "C")], source="t", who="t")
+        store.add_label(crops[0].id, "B", source="t", who="u")  # history is not part of it
+        current = store.current_labels()
+        pairs = [(r.crop_id, r.cls) for r in current]
+        assert store.labels_fingerprint() == fingerprint_labels(pairs)
+        assert fingerprint_labels(reversed(pairs)) == fingerprint_labels(pairs)
+        assert store.labels_fingerprint()[1] == 2
+        assert [(r.crop_id, r.cls, r.who) for r in current] == [
+            (crops[0].id, "B", "u"), (crops[2].id, "A", "t")]

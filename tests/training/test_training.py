@@ -18,7 +18,7 @@ from chromowatch.errors import ModelError
 from chromowatch.records import CLASS_NAMES
 from chromowatch.settings import Settings, TrainingSettings
 from chromowatch.store import Store
-from chromowatch.training import dataset, nets, runner
+from chromowatch.training import dataset, job, nets, runner
 from chromowatch.training.calibrate import bake_temperature, ensemble_nll, fit_temperature, softmax
 from chromowatch.training.evaluate import choose_members, decide, score
 from chromowatch.training.finetune import train_members
@@ -356,6 +356,23 @@ def test_a_crash_in_the_training_subprocess_is_reported_and_current_stays(
     with Store.open(labelled.paths.db) as store:
         assert store.last_training_run().status == "failed"  # type: ignore[union-attr]
         assert store.last_training_run(completed=True) is None  # so the next run trains
+
+
+def test_the_job_reads_the_labels_the_runner_fingerprints(labelled: Settings) -> None:
+    """The job's first phase records the fingerprint the runner compares ("nothing new"),
+    and refuses too few labels before any torch work."""
+    with Store.open(labelled.paths.db) as store:
+        fingerprint = store.labels_fingerprint()
+    with pytest.raises(TrainingError, match="not enough confirmed labels"):
+        job.load_data(labelled)
+    loose = labelled.model_copy(update={"training": labelled.training.model_copy(update={
+        "min_per_class": 1, "holdout_percent": 10.0, "validation_percent": 10.0})})
+    data = job.load_data(loose)
+    assert (data.fingerprint, data.n_labels) == fingerprint
+    assert data.distinct == len(data.train) + len(data.val) + len(data.holdout) == 12
+    assert {k: sum(v.values()) for k, v in data.counts.items()} == {
+        dataset.TRAIN: len(data.train), dataset.VALIDATION: len(data.val),
+        dataset.HOLDOUT: len(data.holdout)}
 
 
 def test_train_without_labels_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
