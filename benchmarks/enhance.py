@@ -74,8 +74,7 @@ def main() -> int:
     from chromowatch.classify import ModelLibrary, read_crop
     from chromowatch.classify.ensemble import Ensemble
     from chromowatch.classify.published import IKEMOTO2023, fetch_published
-    from chromowatch.enhance import enhance_crop
-    from chromowatch.records import BBox, Crop
+    from chromowatch.enhance import enhance_whole
     from chromowatch.settings import EnhanceSettings
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -98,8 +97,7 @@ def main() -> int:
         for spec in args.variant or DEFAULT_VARIANTS:
             name, _, raw = spec.partition("=")
             settings = EnhanceSettings(**json.loads(raw or "{}"))
-            images = [enhance_crop(Crop(0, BBox(0, 0, r.shape[1], r.shape[0]), r), settings)
-                      for r in raws]
+            images = [enhance_whole(r, settings) for r in raws]
             probs, _ = ensemble.predict_proba(images)
             pred = probs.argmax(1)
             confusion = np.zeros((3, 3), int)

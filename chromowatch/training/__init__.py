@@ -9,5 +9,7 @@
     job.py        the work done in the training subprocess
     runner.py     `chromowatch train`: nothing new -> nothing done; subprocess; promotion
 
-The package's top level imports no torch; `runner` starts torch only in its subprocess.
+The package's top level imports no torch. `chromowatch train` checks the member architectures
+in the parent (so a typo fails at once) and does all the training in its subprocess (`job`,
+one function per phase, each with a typed result).
 """

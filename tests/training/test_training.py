@@ -32,14 +32,12 @@ def _synthetic(n: int, seed: int) -> list[dataset.LabelledCrop]:
     """Enhanced synthetic crops as labelled crops (pixels hashed like real ones); cached,
     since generating them takes a while (do not modify the result)."""
     from chromowatch.demo.synth import generate_crops
-    from chromowatch.enhance import enhance_crop
-    from chromowatch.records import BBox, Crop
+    from chromowatch.enhance import enhance_whole
     from chromowatch.settings import EnhanceSettings
 
     out = []
     for i, (rgb, cls) in enumerate(generate_crops(np.random.default_rng(seed), n)):
-        h, w = rgb.shape[:2]
-        image = enhance_crop(Crop(0, BBox(0, 0, w, h), rgb), EnhanceSettings())
+        image = enhance_whole(rgb, EnhanceSettings())
         out.append(dataset.LabelledCrop(i, CLASS_NAMES.index(cls), "synthetic",
                                         dataset.pixel_key(image), image))
     return out
