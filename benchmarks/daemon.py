@@ -32,15 +32,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
-
-if TYPE_CHECKING:
-    from chromowatch.classify.bundle import Bundle
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from chromowatch.classify.architectures import build_model  # noqa: E402
+from chromowatch.classify.bundle import Bundle  # noqa: E402
+from chromowatch.classify.library import ModelLibrary  # noqa: E402
+from chromowatch.demo.synth import write_dataset  # noqa: E402
+from chromowatch.pipeline import prepare  # noqa: E402
+from chromowatch.settings import Settings  # noqa: E402
 
 ENSEMBLES = {
     "tiny": [("tinycnn", 64)],
@@ -50,11 +55,6 @@ ENSEMBLES = {
 
 def random_bundles(which: str) -> list[tuple[str, Bundle]]:
     """(arch, bundle) of the ensemble `which` with random weights, the same every call."""
-    import torch
-
-    from chromowatch.classify.architectures import build_model
-    from chromowatch.classify.bundle import Bundle
-
     torch.manual_seed(0)
     return [(arch, Bundle(arch=arch, state_dict=build_model(arch).state_dict(),
                           class_names=("A", "B", "C"), input_size=(size, size)))
@@ -62,8 +62,6 @@ def random_bundles(which: str) -> list[tuple[str, Bundle]]:
 
 
 def install_ensemble(models: Path, which: str) -> str:
-    from chromowatch.classify.library import ModelLibrary
-
     library = ModelLibrary(models)
     names = []
     for arch, bundle in random_bundles(which):
@@ -76,13 +74,9 @@ def install_ensemble(models: Path, which: str) -> str:
 
 def spreads(n: int, seed: int = 5) -> list[bytes]:
     """n distinct synthetic spreads as PNG bytes (variants of a few generated ones)."""
-    import cv2
-
-    from chromowatch.demo.synth import write_dataset
-
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_dataset(Path(tmp), samples=1, spreads=min(n, 6), seed=seed)
-        base = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+        base = [np.asarray(cv2.imread(str(p), cv2.IMREAD_COLOR)) for p in paths]
     out = []
     for i in range(n):
         img = base[i % len(base)].copy()
@@ -170,8 +164,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def raw_classify(models: Path, name: str, blobs: list[bytes], args: argparse.Namespace,
                  tmp: Path) -> tuple[float, int]:
     """The same ensemble's crops/s on the crops of the same spreads, already in memory."""
-    from chromowatch.classify.library import ModelLibrary
-
     crops = enhanced_crops(blobs[: args.raw_spreads], tmp / "raw")
     ensemble = ModelLibrary(models).load_ensemble(name, device=args.device,
                                                   batch_size=args.batch_size)
@@ -187,11 +179,8 @@ def raw_classify(models: Path, name: str, blobs: list[bytes], args: argparse.Nam
 def enhanced_crops(blobs: list[bytes], folder: Path) -> list[np.ndarray]:
     """The enhanced crops of these spreads, as the daemon's workers make them (files and
     data under `folder`)."""
-    from chromowatch.pipeline import prepare
-    from chromowatch.settings import Settings
-
     folder.mkdir(parents=True, exist_ok=True)
-    settings = Settings(paths={"data_dir": str(folder / "data")})
+    settings = Settings(paths={"data_dir": str(folder / "data")})  # type: ignore[arg-type]
     crops: list[np.ndarray] = []
     for i, blob in enumerate(blobs):
         path = folder / f"spread{i}.png"
@@ -292,8 +281,6 @@ def _children(pid: int) -> list[int]:
 
 
 def cmd_backlog(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
-    import cv2
-
     models = tmp / "models"
     install_ensemble(models, "tiny")
     inbox = tmp / "inbox"

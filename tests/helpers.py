@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chromowatch.classify.bundle import Bundle
+from chromowatch.classify.library import ModelLibrary
 from chromowatch.settings import Settings, load_settings
 
 
@@ -16,11 +18,9 @@ def settings_in(tmp: Path, monkeypatch: object) -> Settings:
 
 def install_tiny_model(models_dir: Path, name: str = "tiny", seed: int = 0) -> str:
     """A random-weight tinycnn ensemble, made current: enough to exercise the plumbing."""
-    import torch
+    import torch  # only the tests that install a model pay for torch
 
     from chromowatch.classify.architectures import build_model
-    from chromowatch.classify.bundle import Bundle
-    from chromowatch.classify.library import ModelLibrary
 
     torch.manual_seed(seed)
     model = build_model("tinycnn")

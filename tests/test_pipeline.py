@@ -15,6 +15,7 @@ from chromowatch.cli import main
 from chromowatch.demo.synth import generate_spread, write_dataset
 from chromowatch.pipeline import process_file
 from chromowatch.records import Segmentation
+from chromowatch.segmentation import segment as segment_module
 from chromowatch.settings import SegmentSettings, Settings
 from chromowatch.store import Store
 from tests.helpers import install_tiny_model, settings_in
@@ -123,8 +124,6 @@ def test_a_jpeg_export_is_segmented_from_luma(env: Settings, tmp_path: Path,
     """A JPEG that keeps colour at half resolution reaches segmentation marked as such, from
     `process` and from `segment`; a PNG does not."""
     import cv2
-
-    from chromowatch.segmentation import segment as segment_module
 
     seen: list[bool] = []
     real = segment_module.segment

@@ -1,1 +1,8 @@
-"""The daemon: watch the export folders, run the pipeline in workers, report, retrain."""
+"""The daemon, `chromowatch run`, and what it is made of.
+
+daemon (supervisor and its three loops) -> watch (folders -> ledger), ledger (the rules of a
+file's states), workers (processes running pipeline.prepare), model (the current ensemble and
+its reloads), samples (which sample a file belongs to, completion and its hooks), retrain (the
+nightly job), metrics, sdnotify; connections (one database connection per thread); status (the
+read side, for `chromowatch status`).
+"""

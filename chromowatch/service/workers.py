@@ -49,7 +49,6 @@ class TaskResult:
     prepared: pipeline.PreparedImage | None  # set when error is None
     error: str | None
     seconds: float
-    count_attempt: bool = True
 
 
 @dataclass(frozen=True)
@@ -213,12 +212,6 @@ class WorkerPool:
 
     def idle(self) -> int:
         return sum(1 for w in self._workers if w.task is None and w.process.is_alive())
-
-    def busy(self) -> list[Task]:
-        return [w.task for w in self._workers if w.task is not None]
-
-    def pids(self) -> list[int]:
-        return [int(w.process.pid) for w in self._workers if w.process.pid is not None]
 
     def submit(self, task: Task) -> None:
         for w in self._workers:

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from chromowatch.classify.library import ModelLibrary
+from chromowatch.demo.synth import write_dataset
 from chromowatch.service.daemon import Daemon
 from chromowatch.service.retrain import last_due_before
 from chromowatch.settings import Settings
@@ -50,8 +51,6 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def base_spreads(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
     import cv2
-
-    from chromowatch.demo.synth import write_dataset
 
     out = tmp_path_factory.mktemp("synth")
     paths = write_dataset(out, samples=1, spreads=3, seed=11)
@@ -244,6 +243,50 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 # -- tests --------------------------------------------------------------------------------
 
 
+def drop_good_and_bad_files(s1: Path, good: list[bytes], outside: Path,
+                            unreadable: Path) -> None:
+    """A slow write, a rename, a copy, and bad files of every kind, into the running inbox."""
+    # written slowly, in chunks over ~2 s, with the final name from the start
+    slow = s1 / "slow.png"
+    data = good[0]
+    with slow.open("wb") as fh:
+        step = len(data) // 8 + 1
+        for i in range(0, len(data), step):
+            fh.write(data[i:i + step])
+            fh.flush()
+            time.sleep(0.25)
+    # renamed into place
+    tmp_name = s1 / "renamed.png.part"
+    tmp_name.write_bytes(good[1])
+    os.rename(tmp_name, s1 / "renamed.png")
+    # the same content under a second name
+    (s1 / "copy-of-renamed.png").write_bytes(good[1])
+    # bad files
+    (s1 / "zero.png").write_bytes(b"")
+    (s1 / "text.png").write_text("this is not an image\n" * 20)
+    (s1 / "corrupt.png").write_bytes(good[2][:2000] + b"\0" * 500 + b"IEND\xaeB`\x82")
+    (s1 / "link.png").symlink_to(outside)
+    unreadable.write_bytes(good[2])
+    unreadable.chmod(0)
+    (s1 / ".hidden.png").write_bytes(good[2])
+    (s1 / "notes.txt").write_text("ignored")
+
+
+def check_status_and_metrics(config: Path, prom_file: Path) -> None:
+    """`status --json` and the metrics file agree with 3 done and 5 quarantined files."""
+    status = cli(config, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    st_json = json.loads(status.stdout)
+    assert st_json["daemon"]["running"] is True
+    assert st_json["files"]["done"] == 3 and st_json["files"]["quarantined"] == 5
+    assert st_json["model"].startswith("tiny-")
+    assert st_json["sources"][0]["online"] is True
+    wait_for(lambda: prom_file.exists() and 'chromowatch_ledger_files{state="quarantined"} 5'
+             in prom_file.read_text(), 10, "the metrics file")
+    prom = prom_file.read_text()
+    assert "chromowatch_model_info{" in prom and "chromowatch_source_up{" in prom
+
+
 def test_slow_copies_renames_and_bad_files(env: dict[str, Path],
                                            base_spreads: list[np.ndarray]) -> None:
     """Slow and renamed files are processed once and whole; each bad file ends skipped or
@@ -265,30 +308,7 @@ def test_slow_copies_renames_and_bad_files(env: dict[str, Path],
     d = DaemonProcess(config, env["tmp"], prefix=prefix, watchdog_usec=1_000_000)
     try:
         d.wait_ready()
-        # written slowly, in chunks over ~2 s, with the final name from the start
-        slow = inbox / "S1" / "slow.png"
-        data = good[0]
-        with slow.open("wb") as fh:
-            step = len(data) // 8 + 1
-            for i in range(0, len(data), step):
-                fh.write(data[i:i + step])
-                fh.flush()
-                time.sleep(0.25)
-        # renamed into place
-        tmp_name = inbox / "S1" / "renamed.png.part"
-        tmp_name.write_bytes(good[1])
-        os.rename(tmp_name, inbox / "S1" / "renamed.png")
-        # the same content under a second name
-        (inbox / "S1" / "copy-of-renamed.png").write_bytes(good[1])
-        # bad files
-        (inbox / "S1" / "zero.png").write_bytes(b"")
-        (inbox / "S1" / "text.png").write_text("this is not an image\n" * 20)
-        (inbox / "S1" / "corrupt.png").write_bytes(good[2][:2000] + b"\0" * 500 + b"IEND\xaeB`\x82")
-        (inbox / "S1" / "link.png").symlink_to(outside)
-        unreadable.write_bytes(good[2])
-        unreadable.chmod(0)
-        (inbox / "S1" / ".hidden.png").write_bytes(good[2])
-        (inbox / "S1" / "notes.txt").write_text("ignored")
+        drop_good_and_bad_files(inbox / "S1", good, outside, unreadable)
         wait_for(finished(db, 8), 90, "8 files done or quarantined")
         time.sleep(1.0)
         st = states(db)
@@ -313,19 +333,7 @@ def test_slow_copies_renames_and_bad_files(env: dict[str, Path],
                     str(s1 / "copy-of-renamed.png"))
         assert dup == [(1,)]
         assert "file 1 done" in d.log or "done:" in d.log
-        # status and metrics
-        status = cli(config, "status", "--json")
-        assert status.returncode == 0, status.stderr
-        st_json = json.loads(status.stdout)
-        assert st_json["daemon"]["running"] is True
-        assert st_json["files"]["done"] == 3 and st_json["files"]["quarantined"] == 5
-        assert st_json["model"].startswith("tiny-")
-        assert st_json["sources"][0]["online"] is True
-        prom_file = env["tmp"] / "m.prom"
-        wait_for(lambda: prom_file.exists() and 'chromowatch_ledger_files{state="quarantined"} 5'
-                 in prom_file.read_text(), 10, "the metrics file")
-        prom = prom_file.read_text()
-        assert "chromowatch_model_info{" in prom and "chromowatch_source_up{" in prom
+        check_status_and_metrics(config, env["tmp"] / "m.prom")
         # retry a quarantined file after fixing it: it is processed
         (s1 / "text.png").unlink()
         (s1 / "text.png").write_bytes(good[2])
