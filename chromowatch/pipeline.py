@@ -173,9 +173,9 @@ def _duplicate(store: Store, path: str, sha256: str, width: int, height: int
     if known is None:
         return None
     log.info("%s: already stored as image %d (%s, sample %s); not processed again",
-             path, known["id"], known["path"], known["sample"])
-    return ImageResult(path=path, sample=known["sample"], status="duplicate",
-                       image_id=int(known["id"]), width=width, height=height)
+             path, known.id, known.path, known.sample)
+    return ImageResult(path=path, sample=known.sample, status="duplicate",
+                       image_id=known.id, width=width, height=height)
 
 
 def commit(

@@ -4,7 +4,7 @@ seen -> stable -> processing -> done, or -> failed (retried with backoff) -> qua
 "done" is written only after the image's results are committed; the results themselves are
 unique by content (sha256), so a crash between the two re-does that file once and finds it
 already stored. At start, files left "processing" by a crash go back to "stable".
-The SQL lives in store.py; this module holds the decisions.
+The SQL lives in the store; this module holds the decisions.
 """
 
 from __future__ import annotations

@@ -7,542 +7,40 @@ image is either fully stored or not at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from chromowatch.errors import StoreError
-from chromowatch.records import CLASS_NAMES, BBox, Prediction
-
-# Each entry moves the schema from version i to i+1. Append; never edit a released one.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE samples (
-        id          INTEGER PRIMARY KEY,
-        name        TEXT NOT NULL UNIQUE,
-        created_at  REAL NOT NULL,
-        closed_at   REAL
-    );
-    CREATE TABLE images (
-        id            INTEGER PRIMARY KEY,
-        path          TEXT NOT NULL,
-        size          INTEGER,
-        sha256        TEXT UNIQUE,
-        sample_id     INTEGER NOT NULL REFERENCES samples(id),
-        metaphase     TEXT,
-        status        TEXT NOT NULL CHECK (status IN ('done', 'failed')),
-        error         TEXT,
-        width         INTEGER,
-        height        INTEGER,
-        metaphases    INTEGER,
-        note          TEXT,
-        created_at    REAL NOT NULL,
-        processed_at  REAL
-    );
-    CREATE INDEX images_sample ON images(sample_id);
-    CREATE INDEX images_path ON images(path);
-    CREATE TABLE crops (
-        id          INTEGER PRIMARY KEY,
-        image_id    INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-        idx         INTEGER NOT NULL,
-        x           INTEGER NOT NULL,
-        y           INTEGER NOT NULL,
-        w           INTEGER NOT NULL,
-        h           INTEGER NOT NULL,
-        metaphase   INTEGER NOT NULL DEFAULT -1,
-        file        TEXT NOT NULL,
-        flags       TEXT NOT NULL DEFAULT '',
-        UNIQUE (image_id, idx)
-    );
-    CREATE TABLE predictions (
-        id              INTEGER PRIMARY KEY,
-        crop_id         INTEGER NOT NULL REFERENCES crops(id) ON DELETE CASCADE,
-        model_version   TEXT NOT NULL,
-        label           TEXT NOT NULL CHECK (label IN ('A', 'B', 'C')),
-        p_a             REAL NOT NULL,
-        p_b             REAL NOT NULL,
-        p_c             REAL NOT NULL,
-        member_probs    TEXT NOT NULL,
-        created_at      REAL NOT NULL,
-        UNIQUE (crop_id, model_version)
-    );
-    CREATE TABLE labels (
-        id          INTEGER PRIMARY KEY,
-        crop_id     INTEGER NOT NULL REFERENCES crops(id) ON DELETE CASCADE,
-        class       TEXT NOT NULL CHECK (class IN ('A', 'B', 'C')),
-        source      TEXT NOT NULL,
-        who         TEXT NOT NULL,
-        created_at  REAL NOT NULL,
-        superseded_at REAL
-    );
-    CREATE INDEX labels_crop ON labels(crop_id);
-    """,
-    # 2: the daemon's ledger of watched files, sample completion, its own state and jobs.
-    """
-    CREATE TABLE watched_files (
-        id              INTEGER PRIMARY KEY,
-        path            TEXT NOT NULL UNIQUE,
-        root            TEXT NOT NULL,
-        sample          TEXT NOT NULL,
-        metaphase       TEXT,
-        size            INTEGER,
-        mtime           REAL,
-        sha256          TEXT,
-        state           TEXT NOT NULL CHECK (state IN
-                          ('seen', 'stable', 'processing', 'done', 'failed', 'quarantined')),
-        attempts        INTEGER NOT NULL DEFAULT 0,
-        last_error      TEXT,
-        next_attempt_at REAL,
-        image_id        INTEGER,
-        duplicate       INTEGER NOT NULL DEFAULT 0,
-        crops           INTEGER,
-        first_seen_at   REAL NOT NULL,
-        stable_at       REAL,
-        started_at      REAL,
-        finished_at     REAL,
-        updated_at      REAL NOT NULL
-    );
-    CREATE INDEX watched_files_state ON watched_files(state, id);
-    CREATE INDEX watched_files_sample ON watched_files(sample, state);
-    CREATE INDEX watched_files_finished ON watched_files(finished_at);
-    CREATE TABLE sample_state (
-        name          TEXT PRIMARY KEY,
-        last_file_at  REAL,
-        closed_at     REAL,
-        close_reason  TEXT,
-        completed_at  REAL,
-        hook_state    TEXT,
-        hook_error    TEXT
-    );
-    CREATE TABLE daemon_state (
-        id            INTEGER PRIMARY KEY CHECK (id = 1),
-        pid           INTEGER NOT NULL,
-        started_at    REAL NOT NULL,
-        heartbeat_at  REAL NOT NULL,
-        stopped_at    REAL,
-        info          TEXT NOT NULL
-    );
-    CREATE TABLE job_runs (
-        name          TEXT PRIMARY KEY,
-        last_started_at  REAL,
-        last_finished_at REAL,
-        last_success_at  REAL,
-        last_status   TEXT,
-        last_error    TEXT
-    );
-    """,
-    # 3: report versions and the mail outbox.
-    """
-    CREATE TABLE reports (
-        id           INTEGER PRIMARY KEY,
-        sample_id    INTEGER NOT NULL REFERENCES samples(id),
-        version      INTEGER NOT NULL,
-        fingerprint  TEXT NOT NULL,
-        model        TEXT,
-        control      TEXT,
-        html_path    TEXT,
-        pdf_path     TEXT,
-        created_at   REAL NOT NULL,
-        UNIQUE (sample_id, version)
-    );
-    CREATE TABLE outbox (
-        id               INTEGER PRIMARY KEY,
-        report_id        INTEGER NOT NULL UNIQUE REFERENCES reports(id),
-        sender           TEXT NOT NULL,
-        recipients       TEXT NOT NULL,
-        subject          TEXT NOT NULL,
-        message          BLOB NOT NULL,
-        status           TEXT NOT NULL
-                         CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
-        attempts         INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at  REAL NOT NULL,
-        claimed_at       REAL,
-        last_error       TEXT,
-        created_at       REAL NOT NULL,
-        sent_at          REAL
-    );
-    CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
-    """,
-    # 4: training runs (what labels each saw, what came of it) and current labels by crop.
-    """
-    CREATE TABLE training_runs (
-        id                  INTEGER PRIMARY KEY,
-        started_at          REAL NOT NULL,
-        finished_at         REAL NOT NULL,
-        status              TEXT NOT NULL CHECK (status IN ('promoted', 'kept', 'failed')),
-        labels_fingerprint  TEXT NOT NULL,
-        labels              INTEGER NOT NULL,
-        candidate           TEXT,
-        current_before      TEXT,
-        current_after       TEXT,
-        message             TEXT,
-        metrics             TEXT
-    );
-    CREATE INDEX labels_current ON labels(superseded_at, crop_id);
-    """,
+from chromowatch.records import CLASS_NAMES, BBox
+from chromowatch.store.rows import (
+    CurrentLabel,
+    DaemonState,
+    ImageCrop,
+    ImageRow,
+    JobRun,
+    KnownImage,
+    LabelEntry,
+    LedgerRow,
+    OutboxEntry,
+    OutboxMail,
+    PredictedCrop,
+    QueuedMail,
+    ReportVersion,
+    ReportVersionExists,
+    SampleCounts,
+    SampleCrop,
+    SampleImage,
+    SampleState,
+    StoredCrop,
+    TrainingRun,
+    fingerprint_labels,
+    recipients_of,
 )
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    """What the store keeps of one processed image, whatever its crops are."""
-
-    path: str
-    sample: str
-    sha256: str
-    size: int
-    width: int
-    height: int
-    metaphases: int = 0
-    note: str | None = None
-    metaphase_label: str | None = None
-
-
-@dataclass(frozen=True)
-class StoredCrop:
-    """What the pipeline hands the store for one crop."""
-
-    index: int
-    bbox: BBox
-    metaphase: int
-    flags: frozenset[str]
-    file: str
-    prediction: Prediction
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    """One watched file in the daemon's ledger (table watched_files)."""
-
-    id: int
-    path: str
-    root: str
-    sample: str
-    metaphase: str | None
-    size: int | None
-    mtime: float | None
-    sha256: str | None
-    state: str
-    attempts: int
-    last_error: str | None
-    next_attempt_at: float | None
-    image_id: int | None
-    duplicate: int
-    crops: int | None
-    first_seen_at: float
-    stable_at: float | None
-    started_at: float | None
-    finished_at: float | None
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class SampleState:
-    """A sample as the daemon tracks it: last file, closed (why), completed, report hook."""
-
-    name: str
-    last_file_at: float | None
-    closed_at: float | None
-    close_reason: str | None
-    completed_at: float | None
-    hook_state: str | None
-    hook_error: str | None
-
-
-@dataclass(frozen=True)
-class DaemonState:
-    """The daemon's last heartbeat; `info` is its JSON snapshot for `chromowatch status`."""
-
-    id: int
-    pid: int
-    started_at: float
-    heartbeat_at: float
-    stopped_at: float | None
-    info: str
-
-
-@dataclass(frozen=True)
-class JobRun:
-    """The last run of a scheduled job (retraining), in the table's column order."""
-
-    name: str
-    last_started_at: float | None
-    last_finished_at: float | None
-    last_success_at: float | None
-    last_status: str | None
-    last_error: str | None
-
-
-@dataclass(frozen=True)
-class SampleCounts:
-    """Per-sample counts over scored crops (flagged crops only when a person confirmed them)."""
-
-    sample: str
-    images: int
-    failed_images: int
-    crops: int
-    excluded: int
-    counts: dict[str, int]
-
-    @property
-    def scored(self) -> int:
-        return sum(self.counts.values())
-
-    def fraction(self, cls: str) -> float:
-        return self.counts[cls] / self.scored if self.scored else 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "sample": self.sample,
-            "images": self.images,
-            "failed_images": self.failed_images,
-            "crops": self.crops,
-            "excluded": self.excluded,
-            "scored": self.scored,
-            "counts": dict(self.counts),
-            "fractions": {c: round(self.fraction(c), 4) for c in CLASS_NAMES},
-        }
-
-
-def fingerprint_labels(labels: Iterable[tuple[int, str]]) -> tuple[str, int]:
-    """(sha256 over every (crop id, class) by crop id, how many): the one definition, so the
-    store's "nothing new" check and a training run's record cannot drift apart."""
-    h = hashlib.sha256()
-    n = 0
-    for crop_id, cls in sorted(labels):
-        h.update(f"{crop_id}:{cls}\n".encode())
-        n += 1
-    return h.hexdigest(), n
-
-
-def _bbox(row: sqlite3.Row) -> BBox:
-    return BBox(int(row["x"]), int(row["y"]), int(row["w"]), int(row["h"]))
-
-
-@dataclass(frozen=True)
-class LabelEntry:
-    """One confirmation of a crop's class; `superseded_at` is None for the current one."""
-
-    id: int
-    crop_id: int
-    cls: str
-    source: str
-    who: str
-    created_at: float
-    superseded_at: float | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> LabelEntry:
-        return cls(id=int(row["id"]), crop_id=int(row["crop_id"]), cls=str(row["class"]),
-                   source=str(row["source"]), who=str(row["who"]),
-                   created_at=float(row["created_at"]), superseded_at=row["superseded_at"])
-
-
-@dataclass(frozen=True)
-class CurrentLabel:
-    """A crop's confirmed label with what training and export need of the crop."""
-
-    crop_id: int
-    cls: str
-    source: str
-    who: str
-    created_at: float
-    file: str
-    bbox: BBox
-    image_path: str
-    sample: str
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> CurrentLabel:
-        return cls(crop_id=int(row["crop_id"]), cls=str(row["class"]), source=str(row["source"]),
-                   who=str(row["who"]), created_at=float(row["created_at"]),
-                   file=str(row["file"]), bbox=_bbox(row), image_path=str(row["image_path"]),
-                   sample=str(row["sample"]))
-
-
-@dataclass(frozen=True)
-class ImageCrop:
-    """A stored crop of one image; `confirmed` is its current label (None: unlabelled)."""
-
-    id: int
-    image_id: int
-    index: int
-    bbox: BBox
-    metaphase: int
-    file: str
-    flags: frozenset[str]
-    confirmed: str | None = None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> ImageCrop:
-        keys = row.keys()
-        return cls(id=int(row["id"]), image_id=int(row["image_id"]), index=int(row["idx"]),
-                   bbox=_bbox(row), metaphase=int(row["metaphase"]), file=str(row["file"]),
-                   flags=frozenset(f for f in str(row["flags"]).split(",") if f),
-                   confirmed=row["confirmed"] if "confirmed" in keys else None)
-
-
-@dataclass(frozen=True)
-class PredictedCrop:
-    """A stored crop with its latest prediction."""
-
-    crop: ImageCrop
-    label: str
-    probs: dict[str, float]
-    model_version: str
-
-    @property
-    def id(self) -> int:
-        return self.crop.id
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> PredictedCrop:
-        return cls(crop=ImageCrop.from_row(row), label=str(row["label"]),
-                   probs={"A": float(row["p_a"]), "B": float(row["p_b"]), "C": float(row["p_c"])},
-                   model_version=str(row["model_version"]))
-
-
-@dataclass(frozen=True)
-class TrainingRun:
-    """One finished or failed `chromowatch train` run and the labels it saw."""
-
-    id: int
-    started_at: float
-    finished_at: float
-    status: str  # promoted, kept, failed
-    labels_fingerprint: str
-    labels: int
-    candidate: str | None
-    current_before: str | None
-    current_after: str | None
-    message: str | None
-    metrics: dict[str, object] | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> TrainingRun:
-        metrics = row["metrics"]
-        return cls(id=int(row["id"]), started_at=float(row["started_at"]),
-                   finished_at=float(row["finished_at"]), status=str(row["status"]),
-                   labels_fingerprint=str(row["labels_fingerprint"]), labels=int(row["labels"]),
-                   candidate=row["candidate"], current_before=row["current_before"],
-                   current_after=row["current_after"], message=row["message"],
-                   metrics=json.loads(metrics) if metrics is not None else None)
-
-
-@dataclass(frozen=True)
-class OutboxMail:
-    """A mail ready for the outbox: the whole message, so it survives its report's files."""
-
-    sender: str
-    recipients: tuple[str, ...]
-    subject: str
-    message: bytes
-
-
-class ReportVersionExists(StoreError):
-    """Another process recorded this report version of the sample first."""
-
-
-@dataclass(frozen=True)
-class SampleCrop:
-    """One crop of a sample's finished image, with its latest prediction (None: none) and
-    its confirmed label, as reports and exports read it."""
-
-    id: int
-    image_id: int
-    idx: int
-    x: int
-    y: int
-    w: int
-    h: int
-    metaphase: int
-    file: str
-    flags: str  # as stored: sorted, comma-separated ("" when none)
-    image_path: str
-    predicted: str | None
-    p_a: float | None
-    p_b: float | None
-    p_c: float | None
-    model_version: str | None
-    pred_id: int | None
-    confirmed: str | None
-
-    @property
-    def flag_set(self) -> frozenset[str]:
-        return frozenset(f for f in self.flags.split(",") if f)
-
-
-@dataclass(frozen=True)
-class SampleImage:
-    """One image of a sample (done or failed) with its number of crops."""
-
-    id: int
-    path: str
-    status: str
-    error: str | None
-    width: int | None
-    height: int | None
-    metaphases: int | None
-    note: str | None
-    processed_at: float | None
-    crops: int
-
-
-@dataclass(frozen=True)
-class ReportVersion:
-    """One recorded report version of a sample."""
-
-    id: int
-    sample_id: int
-    version: int
-    fingerprint: str
-    model: str | None
-    control: str | None
-    html_path: str | None
-    pdf_path: str | None
-    created_at: float
-
-
-@dataclass(frozen=True)
-class QueuedMail:
-    """A mail in the outbox that is due to be sent, with what it carries."""
-
-    id: int
-    sample: str
-    version: int
-    sender: str
-    recipients: tuple[str, ...]
-    subject: str
-    message: bytes
-    status: str
-    attempts: int
-
-
-@dataclass(frozen=True)
-class OutboxEntry:
-    """One mail of the outbox as `chromowatch outbox` lists it (no message body)."""
-
-    id: int
-    sample: str
-    version: int
-    recipients: tuple[str, ...]
-    subject: str
-    status: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
-    created_at: float
-    sent_at: float | None
-
-
-def _recipients(stored: str) -> tuple[str, ...]:
-    """The outbox keeps a mail's recipients as a JSON list."""
-    return tuple(str(r) for r in json.loads(stored))
+from chromowatch.store.schema import MIGRATIONS
 
 
 class Store:
@@ -619,14 +117,17 @@ class Store:
         )
         return int(conn.execute("SELECT id FROM samples WHERE name = ?", (name,)).fetchone()[0])
 
-    def find_image(self, sha256: str) -> sqlite3.Row | None:
+    def find_image(self, sha256: str) -> KnownImage | None:
         """A finished image with this content, whatever its name was."""
-        return self._conn.execute(
-            "SELECT images.*, samples.name AS sample FROM images "
+        row = self._conn.execute(
+            "SELECT images.id, images.path, samples.name AS sample FROM images "
             "JOIN samples ON samples.id = images.sample_id "
             "WHERE sha256 = ? AND status = 'done'",
             (sha256,),
         ).fetchone()
+        if row is None:
+            return None
+        return KnownImage(id=int(row["id"]), path=str(row["path"]), sample=str(row["sample"]))
 
     def record_failure(
         self, *, path: str, sample: str, error: str, size: int | None, sha256: str | None
@@ -1135,7 +636,7 @@ class Store:
             "OR (o.status = 'sending' AND o.claimed_at < ?) ORDER BY o.id",
             (now, now - stale_after_s),
         )
-        return [QueuedMail(**{**row, "recipients": _recipients(row["recipients"]),
+        return [QueuedMail(**{**row, "recipients": recipients_of(row["recipients"]),
                               "message": bytes(row["message"])}) for row in rows]
 
     def claim_mail(self, mail_id: int, now: float, *, stale_after_s: float = 600.0) -> bool:
@@ -1182,7 +683,7 @@ class Store:
             "FROM outbox o JOIN reports r ON r.id = o.report_id "
             "JOIN samples s ON s.id = r.sample_id " + where + "ORDER BY o.id"
         )
-        return [OutboxEntry(**{**row, "recipients": _recipients(row["recipients"])})
+        return [OutboxEntry(**{**row, "recipients": recipients_of(row["recipients"])})
                 for row in rows]
 
     def retry_mail(self, now: float, ids: Sequence[int] | None = None) -> int:

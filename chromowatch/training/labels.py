@@ -112,7 +112,7 @@ def import_folder(
             summary.counts[cls] += 1
             known = store.find_image(sha256)
             if known is not None:
-                crops = store.crops_of_image(int(known["id"]))
+                crops = store.crops_of_image(known.id)
                 if len(crops) == 1:
                     relabel.append((crops[0].id, cls))
                 else:
@@ -201,7 +201,7 @@ def _import_spread(store: Store, settings: Settings, path: Path, spread: Spread,
     """Store one spread's boxes as labelled crops (new ones cut, matching ones relabelled)."""
     known = store.find_image(spread.sha256)
     if known is not None:
-        plan = _plan_boxes(store.crops_of_image(int(known["id"])), boxes)
+        plan = _plan_boxes(store.crops_of_image(known.id), boxes)
     else:
         plan = _BoxPlan([], boxes, 0)
     rows = _write_box_crops(spread, plan, settings)
@@ -211,7 +211,7 @@ def _import_spread(store: Store, settings: Settings, path: Path, spread: Spread,
                              height=spread.height)
         store.save_labelled_image(image_row, rows, source=source, who=who)
     elif rows:
-        store.add_labelled_crops(int(known["id"]), rows, source=source, who=who)
+        store.add_labelled_crops(known.id, rows, source=source, who=who)
     summary.added += len(rows)
     _relabel(store, plan.relabel, summary, source=source, who=who)
     log.info("%s: %d boxes (%d new crops, %d matched stored crops)", path.name, len(boxes),
