@@ -54,3 +54,18 @@ def test_help_imports_no_torch_opencv_or_weasyprint() -> None:
     assert "usage: chromowatch" in out.stdout
     heavy = [line for line in out.stderr.splitlines() if line.startswith("HEAVY:")]
     assert heavy == ["HEAVY:"], out.stderr
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    grimp = __import__("grimp")  # comes with import-linter (a dev dependency)
+    graph = grimp.build_graph("chromowatch")
+    cycles = sorted(
+        {
+            tuple(sorted((module, imported)))
+            for module in graph.modules
+            for imported in graph.find_modules_directly_imported_by(module)
+            if imported.startswith("chromowatch")
+            and graph.chain_exists(importer=imported, imported=module)
+        }
+    )
+    assert not cycles, f"modules that import each other (directly or through others): {cycles}"
