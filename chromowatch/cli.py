@@ -245,12 +245,12 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     check_model_fits(ensemble)
     results = []
     with Store.open(settings.paths.db) as store:
-        progress = Progress(len(files), "process")
-        for path in files:
+        for n, path in enumerate(files, 1):
+            # One bar per file, in crops: 30 models on a CPU take a minute or more a spread.
+            bar = Progress(2, f"{n}/{len(files)} {path.name[:24]}", unit="crops")
             results.append(process_file(path, sample=args.sample, settings=settings,
-                                        store=store, ensemble=ensemble))
-            progress.advance(path.name)
-        progress.close()
+                                        store=store, ensemble=ensemble, progress=bar.update))
+            bar.close()
         counts = store.sample_counts(args.sample)
     failed = sum(r.status == "failed" for r in results)
     if args.json:

@@ -13,7 +13,7 @@ here therefore reaches both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -148,14 +148,15 @@ def prepare_spread(spread: Spread, settings: Settings) -> PreparedImage:
 # -- classify -------------------------------------------------------------------------------
 
 
-def classify(images: Sequence[PreparedImage], ensemble: Ensemble) -> list[list[Prediction]]:
+def classify(images: Sequence[PreparedImage], ensemble: Ensemble,
+             progress: Callable[[float, int], None] | None = None) -> list[list[Prediction]]:
     """Predictions for the crops of several spreads, per spread and in crop order.
 
     The crops go through the ensemble in one call: a device is fastest on full batches, and
-    a spread rarely fills one alone.
+    a spread rarely fills one alone. `progress(done, total)` counts crops.
     """
     crops = [c.enhanced for image in images for c in image.crops]
-    predictions = ensemble.predict(crops) if crops else []
+    predictions = ensemble.predict(crops, progress=progress) if crops else []
     out: list[list[Prediction]] = []
     start = 0
     for image in images:
@@ -242,8 +243,10 @@ def process_file(
     store: Store,
     ensemble: Ensemble,
     metaphase_label: str | None = None,
+    progress: Callable[[float, int], None] | None = None,
 ) -> ImageResult:
-    """Prepare, classify and commit one spread (`chromowatch process`).
+    """Prepare, classify and commit one spread (`chromowatch process`); `progress` follows
+    the crops through the ensemble.
 
     Prepare runs in its two halves so that content already stored is recognised after
     decoding, before it is segmented again. A bad input file is recorded as failed with its
@@ -259,7 +262,7 @@ def process_file(
     if dup is not None:
         return dup
     prepared = prepare_spread(spread, settings)
-    (predictions,) = classify([prepared], ensemble)
+    (predictions,) = classify([prepared], ensemble, progress)
     return commit(prepared, predictions, sample=sample, store=store,
                   metaphase_label=metaphase_label)
 

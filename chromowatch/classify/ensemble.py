@@ -196,6 +196,22 @@ def _pil_resize(crop: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(crop).resize((width, height), bilinear))
 
 
+ProgressCallback = Callable[[float, int], None]
+
+
+class _Tally:
+    """Counts member forwards in crops (a crop is done when every member has seen it)."""
+
+    def __init__(self, crops: int, members: int, callback: ProgressCallback | None) -> None:
+        self.crops, self.members, self.callback = crops, members, callback
+        self.forwards = 0
+
+    def add(self, n: int) -> None:
+        self.forwards += n
+        if self.callback is not None:
+            self.callback(self.forwards / self.members, self.crops)
+
+
 class Ensemble:
     """Loaded members ready to predict; build it with ModelLibrary.load_ensemble."""
 
@@ -251,9 +267,12 @@ class Ensemble:
             self.version, len(self._members), len(self._groups), self.device,
         )  # fmt: skip
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """One Prediction per RGB uint8 crop (any size), in input order."""
-        ensemble, per_member = self.predict_proba(images)
+    def predict(self, images: Sequence[np.ndarray],
+                progress: ProgressCallback | None = None) -> list[Prediction]:
+        """One Prediction per RGB uint8 crop (any size), in input order. `progress(done,
+        total)` is told, in crops, how far the members have got (30 models on a CPU take a
+        while per spread)."""
+        ensemble, per_member = self.predict_proba(images, progress)
         predictions = []
         for i, probs in enumerate(ensemble):
             predictions.append(
@@ -269,7 +288,9 @@ class Ensemble:
             )
         return predictions
 
-    def predict_proba(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def predict_proba(self, images: Sequence[np.ndarray],
+                      progress: ProgressCallback | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) ensemble probabilities and (members, N, 3) member probabilities, A/B/C order."""
         crops = [_as_rgb(img, i) for i, img in enumerate(images)]
         per_member = np.zeros((len(self._members), len(crops), len(CLASS_NAMES)), np.float32)
@@ -280,11 +301,12 @@ class Ensemble:
         with contextlib.ExitStack() as stack, torch.inference_mode():
             pool = (stack.enter_context(ThreadPoolExecutor(threads, "resize"))
                     if threads > 1 else None)
+            tally = _Tally(len(crops), len(self._members), progress)
             for start in range(0, len(crops), self.batch_size):
                 chunk = crops[start : start + self.batch_size]
                 for group in self._groups:
                     self._run_group(group, chunk, per_member[:, start : start + len(chunk)],
-                                    pool)
+                                    pool, tally)
         return per_member.mean(axis=0, dtype=np.float64), per_member
 
     def padded_rows(self, n: int) -> int:
@@ -297,10 +319,12 @@ class Ensemble:
         return min(max(self.batch_size, n), -(-n // PAD_MULTIPLE) * PAD_MULTIPLE)
 
     def _run_group(self, group: _Group, chunk: list[np.ndarray], out: np.ndarray,
-                   pool: Executor | None = None) -> None:
+                   pool: Executor | None = None, tally: _Tally | None = None) -> None:
         batch = self._prepare(group, chunk, pool)
         for index in group.members:
             out[index] = self._forward(index, batch)[: len(chunk)]
+            if tally is not None:
+                tally.add(len(chunk))
 
     def _prepare(self, group: _Group, chunk: list[np.ndarray],
                  pool: Executor | None = None) -> torch.Tensor:

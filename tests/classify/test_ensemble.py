@@ -274,3 +274,15 @@ def test_a_failed_capture_falls_back_to_eager(caplog: pytest.LogCaptureFixture) 
     assert not graphed.cuda_graphs and not graphed._graphs
     assert "CUDA graphs off" in caplog.text
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
+
+
+def test_progress_counts_crops_through_every_member_up_to_all() -> None:
+    """`process` draws its per-crop bar from this: monotonic, in crops, ending at all."""
+    members = [(f"m{k}", make_bundle(k)) for k in range(3)]
+    ensemble = Ensemble("three", members, device="cpu", batch_size=4)
+    seen: list[tuple[float, int]] = []
+    ensemble.predict(crops(10), progress=lambda done, total: seen.append((done, total)))
+    assert {total for _, total in seen} == {10}
+    dones = [done for done, _ in seen]
+    assert dones == sorted(dones) and dones[-1] == 10
+    assert len(seen) == 3 * 3  # three batches of up to 4 crops, three members each

@@ -5,7 +5,7 @@ A fake ensemble plugs into the seam (the daemon's current model); no torch model
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,8 @@ class FakeEnsemble:
     def __init__(self) -> None:
         self.calls: list[list[int]] = []
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+    def predict(self, images: Sequence[np.ndarray],
+                progress: Callable[[float, int], None] | None = None) -> list[Prediction]:
         tags = [int(im[0, 0, 0]) for im in images]
         self.calls.append(tags)
         return [Prediction(label="ABC"[t % 3], probs={"A": t / 100, "B": 0.0, "C": 0.0},
