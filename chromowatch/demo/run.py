@@ -8,6 +8,8 @@ number printed is labelled a demonstration.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 from chromowatch.classify.library import ModelLibrary
@@ -56,14 +58,18 @@ def ensure_model(settings: Settings, *, models_from: Path | None, offline: bool)
         except ChromowatchError as exc:
             log.warning("could not install the published models: %s", exc)
     print("no model installed and the published models are out of reach: training a small "
-          "DEMONSTRATION model on generated spreads (about a minute) ...")
-    return bootstrap_demo_model(library, settings)
+          "DEMONSTRATION model on generated spreads ...")
+    started = time.monotonic()
+    name = bootstrap_demo_model(library, settings)
+    print(f"trained the DEMONSTRATION model in {time.monotonic() - started:.0f} s")
+    return name
 
 
 def run_demo(settings: Settings, *, spreads: int, models_from: Path | None,
              offline: bool) -> int:
     """Install or bootstrap a model, fill the daemon's inbox with generated samples marked
     complete, and run the daemon until every sample is processed and reported."""
+    started = time.monotonic()
     name = ensure_model(settings, models_from=models_from, offline=offline)
     inbox = watch_roots(settings)[0]
     if not any(inbox.glob("*/images/*.png")):
@@ -72,6 +78,7 @@ def run_demo(settings: Settings, *, spreads: int, models_from: Path | None,
     for sample in sorted(p for p in inbox.iterdir() if p.is_dir()):
         (sample / settings.samples.markers[0]).touch()
     code = run_daemon(settings, until_complete=True)
+    print(f"\nthe demo took {time.monotonic() - started:.0f} s on {os.cpu_count()} CPU core(s)")
     if is_demonstration(name):
         print("\n*** DEMONSTRATION: the model was trained on generated spreads, not on expert "
               "labels. These numbers show the pipeline working; they are not a measurement. "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from chromowatch.classify.library import ModelLibrary
 from chromowatch.cli import main
 from chromowatch.demo.bootstrap import DEMO_ENSEMBLE, bootstrap_demo_model, is_demonstration
+from chromowatch.demo.run import ensure_model
+from chromowatch.settings import Settings
 from tests.helpers import settings_in
 
 
@@ -24,7 +27,24 @@ def test_offline_demo_bootstraps_and_says_so(tmp_path: Path, monkeypatch: pytest
     assert "DEMONSTRATION" in out
     assert "synthetic-01" in out and "synthetic-02" in out
     assert "all samples complete (2)" in out
+    assert re.search(r"the demo took \d+ s on \d+ CPU core", out)
     assert main(["results", "--json"]) == 0
+
+
+def test_bootstrapping_says_what_it_measured_not_a_guess(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """It once promised "about a minute" and took 284 s on two cores: it now says what it took."""
+    settings = settings_in(tmp_path, monkeypatch)
+
+    def quick(library: ModelLibrary, settings: Settings) -> str:
+        return bootstrap_demo_model(library, settings, crops=60, epochs=1)
+
+    monkeypatch.setattr("chromowatch.demo.run.bootstrap_demo_model", quick)
+    assert ensure_model(settings, models_from=None, offline=True) == DEMO_ENSEMBLE
+    out = capsys.readouterr().out
+    assert "about a minute" not in out
+    assert re.search(r"trained the DEMONSTRATION model in \d+ s", out)
 
 
 @pytest.mark.slow
