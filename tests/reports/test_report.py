@@ -225,3 +225,77 @@ def test_thumbnail_boxes_use_the_one_palette() -> None:
         assert BOX_COLOURS_BGR[c] == tuple(reversed(hex_to_rgb(CLASS_COLOURS[c])))
     assert BOX_COLOURS_BGR["A"] == (178, 114, 0)  # the colours the report always had
     assert BOX_COLOURS_BGR[None] == hex_to_rgb(UNLABELLED_COLOUR) == (138, 138, 138)
+
+
+DEMO_VERSION = "demo-synthetic-0123456789ab"
+
+
+def _install_manifest(settings: Settings, name: str, metrics: dict[str, object] | None) -> None:
+    """An ensemble manifest alone (no weights): what the report reads of a model."""
+    folder = settings.paths.models / "ensembles"
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": "chromowatch-ensemble", "format_version": 1, "name": name,
+                "created": "2025-02-03", "enhancement": "ikemoto2023",
+                "members": [{"name": "b", "file": "bundles/b.pt", "sha256": "0" * 64}],
+                "metrics": metrics}
+    (folder / f"{name}.json").write_text(json.dumps(manifest))
+
+
+def test_a_demonstration_model_is_said_on_page_one_and_in_the_mail(tmp_path: Path) -> None:
+    from chromowatch.reports.mail import compose
+
+    settings = _settings(tmp_path, mail={"enabled": True, "host": "localhost",
+                                         "sender": "cw@lab.example",
+                                         "recipients": {"*": ["ana@lab.example"]}})
+    _install_manifest(settings, "demo-synthetic", {"demonstration": True})
+    (settings.paths.models / "current.json").write_text(json.dumps({"name": "demo-synthetic"}))
+    with Store.open(settings.paths.db) as store:
+        make_sample(store, tmp_path, "synthetic-01", ["AABBCCCBBA"] * 3,
+                    model_version=DEMO_VERSION)
+        files = write_report(settings, store, "synthetic-01", out_dir=tmp_path / "r",
+                             model=current_model_info(settings))
+    assert files.pdf is not None
+    first = re.sub(r"\s+", " ", PdfReader(files.pdf).pages[0].extract_text())
+    assert "DEMONSTRATION" in first and "not evidence" in first
+    assert "B is often called C" not in _pdf_text(files.pdf)
+    mail = compose(settings, sample="synthetic-01", version=1, report=files)
+    assert mail is not None and "DEMONSTRATION" in mail.subject
+    assert "DEMONSTRATION" in files.summary_text and "DEMONSTRATION" in files.summary_html
+
+
+def test_a_real_model_has_no_demonstration_banner(filled: tuple[Settings, Store],
+                                                  tmp_path: Path) -> None:
+    settings, store = filled
+    files = write_report(settings, store, "ddx11", out_dir=tmp_path / "r", formats=["html"],
+                         model=MODEL)
+    assert files.html is not None and "DEMONSTRATION" not in files.html.read_text()
+    assert "DEMONSTRATION" not in files.summary_text
+
+
+def test_the_report_names_the_model_that_made_the_numbers(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    _install_manifest(settings, "x-model", None)
+    _install_manifest(settings, "y-model", {"confusion_matrix": CONFUSION})
+    (settings.paths.models / "current.json").write_text(json.dumps({"name": "y-model"}))
+    with Store.open(settings.paths.db) as store:
+        make_sample(store, tmp_path, "s", ["AABBCCCBBA"] * 3, model_version="x-model-0123456789ab")
+        files = write_report(settings, store, "s", out_dir=tmp_path / "r", formats=["html"],
+                             model=current_model_info(settings))
+    html = files.html.read_text()  # type: ignore[union-attr]
+    header = html.split('id="scored-line"')[0]
+    assert "x-model" in header and "y-model" not in header
+    box = html.split('class="warnings model-warning"')[1].split("</div>")[0]
+    assert "no known error rate" in box
+    assert "Corrected with" not in html  # not with y-model's matrix: y made none of it
+
+
+def test_several_models_behind_a_sample_are_said_prominently(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    _install_manifest(settings, "x-model", {"confusion_matrix": CONFUSION})
+    with Store.open(settings.paths.db) as store:
+        add_image(store, tmp_path, "s", ["AABBC"], image_no=0, model_version="x-model-0123456789ab")
+        add_image(store, tmp_path, "s", ["AABBC"], image_no=1, model_version="z-model-0123456789ab")
+        files = write_report(settings, store, "s", out_dir=tmp_path / "r", formats=["html"])
+    html = files.html.read_text()  # type: ignore[union-attr]
+    box = html.split('class="warnings model-warning"')[1].split("</div>")[0]
+    assert "2 models" in box and "x-model" in box and "z-model" in box
