@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import jinja2
@@ -38,7 +38,7 @@ from chromowatch.reports.data import (
 from chromowatch.reports.pdf import render_pdf
 from chromowatch.reports.stats import GROUPS, Adjusted, Comparison, SampleStats, compare
 from chromowatch.settings import Settings
-from chromowatch.store import Store
+from chromowatch.store import SampleImage, Store
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,24 @@ def _charts(data: SampleData, series: list[Series],
     }
 
 
+def image_names(images: Sequence[SampleImage]) -> dict[int, str]:
+    """Image id -> the name a reader finds on disk: the file name, with as many parent
+    folders as tell it apart from another file of the same name (and its id when nothing
+    else does)."""
+    parts = {im.id: PurePath(im.path).parts for im in images}
+
+    def tail(p: tuple[str, ...], depth: int) -> str:
+        return "/".join(p[-depth:])
+
+    names = {}
+    for i, p in parts.items():
+        others = [q for j, q in parts.items() if j != i]
+        depth = next((d for d in range(1, len(p) + 1)
+                      if all(tail(q, d) != tail(p, d) for q in others)), None)
+        names[i] = tail(p, depth) if depth else f"{tail(p, 1)} (#{i})"
+    return names
+
+
 def _model_warning(behind: Sequence[ModelInfo]) -> str | None:
     """What page 1 must say about the models behind the numbers, or None."""
     if len(behind) > 1:
@@ -263,9 +281,10 @@ def build_context(
                                              seed=settings.report.seed))
     charts = _charts(data, _bar_series(data, adjusted, control, control_stats),
                      _strips(data, control, control_stats))
+    names = image_names(data.images)
     metaphase_rows = [
-        {"image": m.image_id, "metaphase": m.metaphase, "n": m.n, "counts": m.counts,
-         "bc": m.fraction("B+C")}
+        {"image": names.get(m.image_id, f"#{m.image_id}"), "metaphase": m.metaphase,
+         "n": m.n, "counts": m.counts, "bc": m.fraction("B+C")}
         for m in stats.metaphases
     ]
     return {

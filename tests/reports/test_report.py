@@ -24,7 +24,7 @@ from chromowatch.reports.pdf import FetchRefused, allowed_path, render_pdf
 from chromowatch.reports.publish import on_sample_complete
 from chromowatch.reports.render import file_stem, write_report, write_summary
 from chromowatch.settings import Settings
-from chromowatch.store import ReportVersionExists, Store
+from chromowatch.store import ReportVersionExists, SampleImage, Store
 from tests.reports.fixtures import add_image, make_sample
 
 CONFUSION: list[list[float]] = [[97, 3, 0], [2, 85, 13], [0, 2, 98]]
@@ -299,3 +299,56 @@ def test_several_models_behind_a_sample_are_said_prominently(tmp_path: Path) -> 
     html = files.html.read_text()  # type: ignore[union-attr]
     box = html.split('class="warnings model-warning"')[1].split("</div>")[0]
     assert "2 models" in box and "x-model" in box and "z-model" in box
+
+
+def _image(image_id: int, path: str) -> SampleImage:
+    return SampleImage(image_id, path, "done", None, 400, 300, 1, None, None, 5)
+
+
+def test_images_are_named_by_file_and_duplicates_told_apart() -> None:
+    from chromowatch.reports.render import image_names
+
+    names = image_names([_image(1, "/in/a/1.png"), _image(2, "/in/b/1.png"),
+                         _image(3, "/in/a/2.png"), _image(4, "/x/a/2.png")])
+    assert names[3] != names[4] and names[1] == "a/1.png" and names[2] == "b/1.png"
+    assert "2.png" in names[3] and "2.png" in names[4]
+    assert image_names([_image(7, "/in/spread.tif")]) == {7: "spread.tif"}
+
+
+def test_metaphase_table_shows_file_names(filled: tuple[Settings, Store],
+                                          tmp_path: Path) -> None:
+    settings, store = filled
+    files = write_report(settings, store, "ddx11", out_dir=tmp_path / "r", formats=["html"],
+                         model=MODEL)
+    table = files.html.read_text().split("<h2>Metaphases</h2>")[1]  # type: ignore[union-attr]
+    assert ">99.png</td>" in table and ">0.png</td>" in table
+
+
+def test_spread_thumbnails_number_the_boxes_as_the_gallery(tmp_path: Path) -> None:
+    import numpy as np
+
+    from chromowatch.reports.assets import _thumbnail
+    from chromowatch.reports.data import CropView
+
+    picture = np.full((300, 400, 3), 255, np.uint8)
+    view = CropView(417, 1, "x.png", (150, 150, 30, 40), "A", None, "A", None, (0.9, 0.05, 0.05))
+    region = (0, 0, 400, 300)
+    thumb = _thumbnail(picture, [view], region)
+    scale = thumb.shape[1] / 400
+    x, y = int(150 * scale), int(150 * scale)
+    label = thumb[max(0, y - 16):y - 2, x:x + 40]  # just above the box: where its number is
+    assert (label < 128).any(), "no number drawn by the box"
+
+
+@pytest.mark.parametrize("rows", [9, 10, 11])
+def test_the_last_page_holds_no_orphaned_table_row(tmp_path: Path, rows: int) -> None:
+    """The metaphase table ends the report; with 10 rows its last one used to stand alone
+    on page 5 (the others on page 4)."""
+    settings = _settings(tmp_path)
+    with Store.open(settings.paths.db) as store:
+        add_image(store, tmp_path, "long", ["AB"] * rows, image_no=1)
+        files = write_report(settings, store, "long", out_dir=tmp_path / "r", formats=["pdf"])
+    assert files.pdf is not None
+    last = PdfReader(files.pdf).pages[-1].extract_text()
+    on_last = re.findall(r"^\s*1\.png\s+\d+\s+\d+", last, re.MULTILINE)
+    assert "Metaphases" in last or len(on_last) > 1, last
