@@ -24,7 +24,7 @@ from chromowatch.classify.published import fetch_ikemoto2023
 from chromowatch.demo.synth import write_dataset
 from chromowatch.errors import ChromowatchError, InputImageError, UsageError
 from chromowatch.progress import Progress
-from chromowatch.records import CLASS_NAMES
+from chromowatch.records import CLASS_NAMES, is_demonstration
 from chromowatch.reports import data as report_data
 from chromowatch.reports import publish, render
 from chromowatch.reports.export import export
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXIT_PARTIAL = 3  # some input files were skipped; the rest were processed
+DEMO_MODEL = "trained on generated spreads, its numbers are not a measurement"
 
 
 def _print_json(data: Any) -> None:
@@ -257,6 +258,7 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
         _print_json({
             "sample": args.sample,
             "model": ensemble.version,
+            "demonstration": is_demonstration(ensemble.version),
             "images": [r.as_dict() for r in results],
             "results": [c.as_dict() for c in counts],
         })
@@ -270,7 +272,8 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
                 note = f" ({r.note})" if r.note else ""
                 print(f"{r.path}: {len(r.crops)} crops{note}")
         print()
-        print(f"model: {ensemble.version}")
+        demo = is_demonstration(ensemble.version)
+        print(f"model: {ensemble.version}" + (f" (DEMONSTRATION: {DEMO_MODEL})" if demo else ""))
         print(format_counts_table(counts))
         print(f"\nresults stored in {settings.paths.db}")
     return EXIT_PARTIAL if failed else 0
@@ -319,9 +322,15 @@ def cmd_models(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     library = ModelLibrary(settings.paths.models)
     if args.models_cmd == "fetch":
         source: str | Path = Path(args.source) if args.source else settings.models.published_source
+        try:
+            before = library.current_name()
+        except ChromowatchError:
+            before = None  # an unreadable pointer: the fetch repairs it
         info = fetch_ikemoto2023(library, source, timeout=settings.models.download_timeout_s)
         print(f"installed ensemble {info.name} ({len(info.members)} models) in {library.root}")
-        print(f"current ensemble: {library.current_name()}")
+        now = library.current_name()
+        replaced = f" (was {before}, a DEMONSTRATION model)" if before and before != now else ""
+        print(f"current ensemble: {now}{replaced}")
         return 0
     if args.models_cmd == "use":
         library.set_current(args.name)

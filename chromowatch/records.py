@@ -18,6 +18,15 @@ CLASS_COLOURS: dict[str, str] = {"A": "#0072B2", "B": "#E69F00", "C": "#D55E00",
 UNLABELLED_COLOUR = "#8a8a8a"  # a crop without a class (yet)
 FLAGGED_COLOUR = "#CC00CC"  # a crop held back for review
 
+#: Ensembles (and so their versions, NAME-HASH) whose name starts so are demonstrations:
+#: trained on generated spreads, their numbers are labelled so wherever they are read.
+DEMO_PREFIX = "demo-"
+
+
+def is_demonstration(name_or_version: str) -> bool:
+    """True for a demonstration ensemble's name or one of its prediction versions."""
+    return name_or_version.startswith(DEMO_PREFIX)
+
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
     """'#RRGGBB' as an (r, g, b) tuple, for drawing with OpenCV (reverse it for BGR)."""

@@ -197,3 +197,17 @@ def test_missing_model_says_how_to_install(tmp_path: Path, monkeypatch: pytest.M
     settings_in(tmp_path / "empty", monkeypatch)
     assert main(["process", str(spreads[0]), "--sample", "s"]) == 4
     assert "models fetch ikemoto2023" in capsys.readouterr().err
+
+
+def test_process_says_when_a_demonstration_model_scored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spreads: list[Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    settings = settings_in(tmp_path, monkeypatch)
+    install_tiny_model(settings.paths.models, name="demo-synthetic")
+    assert main(["process", str(spreads[0]), "--sample", "d", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["demonstration"] is True and out["results"][0]["demonstration"] is True
+    assert main(["process", str(spreads[1]), "--sample", "d"]) == 0
+    text = capsys.readouterr().out
+    assert "model: demo-synthetic-" in text and "(DEMONSTRATION: trained on generated" in text
+    assert "DEMONSTRATION: the samples so marked" in text

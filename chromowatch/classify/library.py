@@ -42,6 +42,7 @@ FETCH_HINT = (
     "(or `chromowatch models fetch ikemoto2023 --from DIR` from a local copy)"
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_VERSION = re.compile(r"(.+)-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,12 @@ class EnsembleInfo:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def ensemble_of_version(version: str) -> str:
+    """The ensemble name in a prediction's model version (NAME-<12 hex>, ensemble.py)."""
+    match = _VERSION.fullmatch(version)
+    return match.group(1) if match else version
 
 
 def check_name(name: str, what: str) -> None:

@@ -30,6 +30,7 @@ from chromowatch.classify.bundle import (
 from chromowatch.classify.library import EnsembleInfo, ModelLibrary
 from chromowatch.enhance import ENHANCEMENT
 from chromowatch.errors import ModelError
+from chromowatch.records import is_demonstration
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def fetch_ikemoto2023(library: ModelLibrary, source: str | Path, *, timeout: flo
     """Install the 30 published SqueezeNets and the ensemble "ikemoto2023".
 
     `source` is a base URL (https://, http:// or file://) holding SqueezeNet_N.pth, or a local
-    folder with those files. The ensemble becomes current when nothing is current yet.
+    folder with those files. The ensemble becomes current when nothing is current yet or the
+    current one is a demonstration.
     """
     return fetch_published(library, IKEMOTO2023, source, timeout=timeout)
 
@@ -141,8 +143,8 @@ def fetch_published(
         current = library.current_name()
     except ModelError:
         current = None  # an unreadable pointer is repaired below
-    if current is None:
-        library.set_current(published.name)
+    if current is None or is_demonstration(current):
+        library.set_current(published.name)  # a demonstration never stays before a real one
     log.info("installed %s (%d models) from %s", published.name, len(bundles), source)
     return info
 

@@ -20,19 +20,14 @@ from chromowatch.classify.bundle import IMAGENET_MEAN, IMAGENET_STD, Bundle
 from chromowatch.classify.library import ModelLibrary
 from chromowatch.demo.synth import generate_spread
 from chromowatch.enhance import enhance_crop
-from chromowatch.records import CLASS_NAMES
+from chromowatch.records import CLASS_NAMES, DEMO_PREFIX
 from chromowatch.segmentation.segment import segment
 from chromowatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEMO_PREFIX = "demo-"
-DEMO_ENSEMBLE = "demo-synthetic"
+DEMO_ENSEMBLE = f"{DEMO_PREFIX}synthetic"
 INPUT = 64
-
-
-def is_demonstration(ensemble_name: str) -> bool:
-    return ensemble_name.startswith(DEMO_PREFIX)
 
 
 def _batch(images: list[np.ndarray]) -> np.ndarray:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from chromowatch.classify.library import ModelLibrary
 from chromowatch.classify.published import fetch_ikemoto2023
-from chromowatch.demo.bootstrap import bootstrap_demo_model, is_demonstration
+from chromowatch.demo.bootstrap import bootstrap_demo_model
 from chromowatch.demo.synth import write_dataset
 from chromowatch.errors import ChromowatchError
+from chromowatch.records import is_demonstration
 from chromowatch.service.daemon import run_daemon
 from chromowatch.service.watch import watch_roots
 from chromowatch.settings import Settings

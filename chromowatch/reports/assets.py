@@ -1,5 +1,5 @@
 """The pictures a report carries in its own assets/ folder: crop galleries and spread
-thumbnails with each crop's box in its class colour.
+thumbnails with each crop's box in its class colour, numbered as in the galleries.
 
 Copied into the report's folder so the HTML can be opened or moved as is, and so the PDF
 renderer needs nothing from outside that folder.
@@ -35,6 +35,7 @@ BOX_COLOURS_BGR: dict[str | None, tuple[int, int, int]] = {
 OVERLAY_WIDTH = 640  # pixels of a spread thumbnail, at most
 OVERLAY_HEIGHT = 480
 OVERLAY_MARGIN = 40  # spread pixels around the chromosomes' region
+LABEL_SCALE = 0.38  # OpenCV font scale of the crop numbers on thumbnails (about 9 px high)
 
 
 def _copy_crop(view: CropView, assets: Path) -> str | None:
@@ -104,7 +105,23 @@ def _thumbnail(picture: np.ndarray, views: list[CropView],
         p2 = (int((x + w - x0) * scale), int((y + h - y0) * scale))
         colour = BOX_COLOURS_BGR.get(v.counted_as, BOX_COLOURS_BGR[None])
         cv2.rectangle(thumb, p1, p2, colour, 2)
+    for v in views:  # numbers after every box, so no box hides one
+        x, y, _, _ = v.bbox
+        _number(thumb, str(v.crop_id), (int((x - x0) * scale), int((y - y0) * scale)))
     return thumb
+
+
+def _number(thumb: np.ndarray, text: str, corner: tuple[int, int]) -> None:
+    """The crop's number (its #N in the galleries) just above its box's top-left corner,
+    dark on a white halo so it reads on the spread and on the background alike."""
+    import cv2
+
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, LABEL_SCALE
+    (_, height), _ = cv2.getTextSize(text, font, size, 1)
+    x = max(0, corner[0])
+    y = corner[1] - 3 if corner[1] - 3 >= height else corner[1] + height + 3
+    cv2.putText(thumb, text, (x, y), font, size, (255, 255, 255), 3, cv2.LINE_AA)
+    cv2.putText(thumb, text, (x, y), font, size, (20, 20, 20), 1, cv2.LINE_AA)
 
 
 def _overlay(im: SampleImage, views: list[CropView], assets: Path) -> dict[str, Any]:

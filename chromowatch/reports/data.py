@@ -13,12 +13,14 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
-from chromowatch.classify.library import ModelLibrary
+from chromowatch.classify.library import ModelLibrary, ensemble_of_version
+from chromowatch.classify.published import IKEMOTO2023
 from chromowatch.errors import ChromowatchError
+from chromowatch.records import is_demonstration
 from chromowatch.reports.stats import (
     Adjusted,
     CropObservation,
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The current ensemble as a report shows it."""
+    """An ensemble as a report shows it (the current one, or one behind a sample's numbers)."""
 
     name: str
     created: str
@@ -45,6 +47,18 @@ class ModelInfo:
     metrics: dict[str, Any]  # scalar holdout metrics, for display
     confusion: list[list[float]] | None  # rows true A, B, C; columns predicted
     fingerprint: str  # changes when the manifest (members, metrics) changes
+    version: str = ""  # the prediction version, for a model behind a sample's numbers
+    crops: int = 0  # how many of the sample's crops it predicted
+    installed: bool = True  # False: its manifest is gone, nothing is known of it
+
+    @property
+    def demonstration(self) -> bool:
+        return is_demonstration(self.name)
+
+    @property
+    def published(self) -> bool:
+        """The published models of Ikemoto et al. (they often call B C)."""
+        return self.name == IKEMOTO2023.name
 
 
 def confusion_from_metrics(metrics: Mapping[str, Any] | None) -> list[list[float]] | None:
@@ -66,11 +80,10 @@ def confusion_from_metrics(metrics: Mapping[str, Any] | None) -> list[list[float
     return None
 
 
-def current_model_info(settings: Settings) -> ModelInfo | None:
-    """The current ensemble's manifest (no torch needed); None when no model is installed."""
-    library = ModelLibrary(settings.paths.models)
+def _model_info(library: ModelLibrary, name: str) -> ModelInfo | None:
+    """An installed ensemble's manifest (no torch needed); None when it is not installed."""
     try:
-        info = library.ensemble_info(settings.classify.model)
+        info = library.ensemble_info(name)
         manifest = info.path.read_bytes()
     except (ChromowatchError, OSError) as exc:
         log.info("no model information for the report: %s", exc)
@@ -84,6 +97,25 @@ def current_model_info(settings: Settings) -> ModelInfo | None:
         confusion=confusion_from_metrics(metrics),
         fingerprint=hashlib.sha256(manifest).hexdigest()[:16],
     )
+
+
+def current_model_info(settings: Settings) -> ModelInfo | None:
+    """The current ensemble's manifest; None when no model is installed."""
+    return _model_info(ModelLibrary(settings.paths.models), settings.classify.model)
+
+
+def models_behind(settings: Settings, model_versions: Mapping[str, int]) -> list[ModelInfo]:
+    """The ensembles whose predictions a sample counts (most crops first), as installed
+    now; one no longer installed is named with nothing else known of it."""
+    library = ModelLibrary(settings.paths.models)
+    out = []
+    for version, n in sorted(model_versions.items(), key=lambda item: (-item[1], item[0])):
+        name = ensemble_of_version(version)
+        info = _model_info(library, name)
+        if info is None:
+            info = ModelInfo(name, "", 0, {}, None, "", installed=False)
+        out.append(replace(info, version=version, crops=n))
+    return out
 
 
 # -- gathering a sample ----------------------------------------------------------------
@@ -201,9 +233,10 @@ def correction_for(settings: Settings, data: SampleData, model: ModelInfo | None
         return Correction(None, "No model is installed, so no holdout confusion matrix: the "
                           "frequencies are not corrected for the model's errors.")
     if model.confusion is None:
-        return Correction(None, f"The current model {model.name} has no holdout confusion "
+        known = " (B is often called C)" if model.published else ""
+        return Correction(None, f"The model {model.name} has no holdout confusion "
                           "matrix in its metrics: the frequencies are not corrected for its "
-                          "errors (B is often called C).")
+                          f"errors{known}.")
     stats = data.stats
     try:
         adjusted = adjust_for_confusion(

@@ -67,7 +67,9 @@ def compose(settings: Settings, *, sample: str, version: int,
         if header_safe(address, 320) != address or "@" not in address:
             raise MailError(f"not a usable mail address: {address!r}",
                             hint="fix mail.recipients / mail.sender")
-    subject = header_safe(f"{mail.subject_prefix} {sample} report, version {version}".strip())
+    demo = "DEMONSTRATION " if report.demonstration else ""
+    subject = header_safe(
+        f"{mail.subject_prefix} {demo}{sample} report, version {version}".strip())
     msg = EmailMessage()
     msg["Subject"] = subject
     msg["From"] = mail.sender

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import jinja2
@@ -32,12 +32,13 @@ from chromowatch.reports.data import (
     SampleData,
     correction_for,
     load_sample,
+    models_behind,
     settings_hash,
 )
 from chromowatch.reports.pdf import render_pdf
 from chromowatch.reports.stats import GROUPS, Adjusted, Comparison, SampleStats, compare
 from chromowatch.settings import Settings
-from chromowatch.store import Store
+from chromowatch.store import SampleImage, Store
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class ReportFiles:
     pdf: Path | None
     summary_text: str  # plain-text summary for mail bodies and the terminal
     summary_html: str
+    demonstration: bool = False  # a demonstration model made (some of) the numbers
 
 
 def file_stem(sample: str) -> str:
@@ -203,6 +205,59 @@ def _charts(data: SampleData, series: list[Series],
     }
 
 
+def image_names(images: Sequence[SampleImage]) -> dict[int, str]:
+    """Image id -> the name a reader finds on disk: the file name, with as many parent
+    folders as tell it apart from another file of the same name (and its id when nothing
+    else does)."""
+    parts = {im.id: PurePath(im.path).parts for im in images}
+
+    def tail(p: tuple[str, ...], depth: int) -> str:
+        return "/".join(p[-depth:])
+
+    names = {}
+    for i, p in parts.items():
+        others = [q for j, q in parts.items() if j != i]
+        depth = next((d for d in range(1, len(p) + 1)
+                      if all(tail(q, d) != tail(p, d) for q in others)), None)
+        names[i] = tail(p, depth) if depth else f"{tail(p, 1)} (#{i})"
+    return names
+
+
+def _model_warning(behind: Sequence[ModelInfo]) -> str | None:
+    """What page 1 must say about the models behind the numbers, or None."""
+    if len(behind) > 1:
+        names = ", ".join(f"{m.name} ({m.crops} crops)" for m in behind)
+        return (f"The numbers come from {len(behind)} models: {names}. Models err "
+                "differently, so these counts mix different errors; process the sample again "
+                "with one model to compare like with like.")
+    if behind and all(m.confusion is None for m in behind):
+        m = behind[0]
+        why = "it is no longer installed" if not m.installed else \
+            "its metrics hold no holdout confusion matrix"
+        known = " The published models often call B C." if m.published else ""
+        return (f"{m.name} has no known error rate ({why}): the frequencies are the model's "
+                f"calls, not corrected for its errors.{known}")
+    return None
+
+
+def _model_context(settings: Settings, data: SampleData,
+                   model: ModelInfo | None) -> dict[str, Any]:
+    """The models behind the numbers (page 1), the DEMONSTRATION banner, and the correction,
+    made with the model behind the numbers when it is the only one and installed."""
+    behind = models_behind(settings, data.model_versions)
+    corrector = behind[0] if len(behind) == 1 and behind[0].installed else model
+    correction = correction_for(settings, data, corrector)
+    demo = [m.name for m in behind if m.demonstration]
+    if not behind and model is not None and model.demonstration:
+        demo = [model.name]
+    return {
+        "models_behind": behind,
+        "model_warning": _model_warning(behind),
+        "demonstration": ", ".join(demo),
+        "correction": correction,
+    }
+
+
 def build_context(
     settings: Settings,
     store: Store,
@@ -215,7 +270,8 @@ def build_context(
 ) -> dict[str, Any]:
     """Everything the sample template shows, as plain values."""
     stats = data.stats
-    correction = correction_for(settings, data, model)
+    models = _model_context(settings, data, model)
+    correction = models.pop("correction")
     adjusted = correction.adjusted
     control_stats, control_note = _control_stats(settings, store, control)
     comparison = None
@@ -225,9 +281,10 @@ def build_context(
                                              seed=settings.report.seed))
     charts = _charts(data, _bar_series(data, adjusted, control, control_stats),
                      _strips(data, control, control_stats))
+    names = image_names(data.images)
     metaphase_rows = [
-        {"image": m.image_id, "metaphase": m.metaphase, "n": m.n, "counts": m.counts,
-         "bc": m.fraction("B+C")}
+        {"image": names.get(m.image_id, f"#{m.image_id}"), "metaphase": m.metaphase,
+         "n": m.n, "counts": m.counts, "bc": m.fraction("B+C")}
         for m in stats.metaphases
     ]
     return {
@@ -250,6 +307,7 @@ def build_context(
         "gallery": gallery(data, settings, assets),
         "overlays": overlays(data, settings, assets),
         "model": model,
+        **models,
         "model_versions": data.model_versions,
         "settings_rows": _settings_rows(settings),
         "settings_hash": settings_hash(settings),
@@ -309,7 +367,8 @@ def write_report(
     atomic_write_text(html_path, html)
     html_out, pdf_out = _publish_formats(settings, html_path, formats, out_dir, f"{stem}.pdf")
     text, html_summary = summary_text(context)
-    return ReportFiles(sample, out_dir, html_out, pdf_out, text, html_summary)
+    return ReportFiles(sample, out_dir, html_out, pdf_out, text, html_summary,
+                       demonstration=bool(context["demonstration"]))
 
 
 def _summary_sample(settings: Settings, store: Store, name: str,

@@ -7,6 +7,10 @@ from collections.abc import Sequence
 from chromowatch.records import CLASS_NAMES
 from chromowatch.store import SampleCounts
 
+DEMO_NOTE = ("DEMONSTRATION: the samples so marked were scored by a model trained on generated "
+             "spreads, not on expert labels; their numbers are not a measurement. Install a "
+             "real model: chromowatch models fetch ikemoto2023 [--from DIR]")
+
 
 def format_counts_table(rows: Sequence[SampleCounts]) -> str:
     """The per-sample A/B/C table people read in a terminal."""
@@ -17,5 +21,9 @@ def format_counts_table(rows: Sequence[SampleCounts]) -> str:
     for r in rows:
         cells = " ".join(f"{r.counts[c]:>5} ({r.fraction(c):6.1%})" for c in CLASS_NAMES)
         failed = f"  ({r.failed_images} failed)" if r.failed_images else ""
-        lines.append(f"{r.sample:<24} {r.images:>6} {r.scored:>6} {cells} {r.excluded:>8}{failed}")
+        demo = "  DEMONSTRATION" if r.demonstration else ""
+        lines.append(f"{r.sample:<24} {r.images:>6} {r.scored:>6} {cells} {r.excluded:>8}"
+                     f"{failed}{demo}")
+    if any(r.demonstration for r in rows):
+        lines.append(DEMO_NOTE)
     return "\n".join(lines)

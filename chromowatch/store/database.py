@@ -266,9 +266,25 @@ class Store:
                     crops=crops,
                     excluded=excluded,
                     counts=counts,
+                    models=self._sample_models(sid),
                 )
             )
         return out
+
+    def _sample_models(self, sample_id: int) -> dict[str, int]:
+        """Model version -> crops whose latest prediction it made, in one sample."""
+        rows = self._conn.execute(
+            """
+            SELECT p.model_version, COUNT(*) FROM crops c
+            JOIN images i ON i.id = c.image_id
+            JOIN predictions p ON p.id = (SELECT MAX(q.id) FROM predictions q
+                                          WHERE q.crop_id = c.id)
+            WHERE i.sample_id = ? AND i.status = 'done'
+            GROUP BY p.model_version ORDER BY p.model_version
+            """,
+            (sample_id,),
+        )
+        return {str(version): int(n) for version, n in rows}
 
     # -- daemon: ledger of watched files (logic in ledger.py) -----------------------------
 

@@ -7,10 +7,10 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chromowatch.errors import StoreError
-from chromowatch.records import CLASS_NAMES, BBox, Prediction
+from chromowatch.records import CLASS_NAMES, BBox, Prediction, is_demonstration
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,12 @@ class SampleCounts:
     crops: int
     excluded: int
     counts: dict[str, int]
+    models: dict[str, int] = field(default_factory=dict)  # model version -> crops predicted
+
+    @property
+    def demonstration(self) -> bool:
+        """Some of its crops were scored by a demonstration model (not a measurement)."""
+        return any(is_demonstration(v) for v in self.models)
 
     @property
     def scored(self) -> int:
@@ -140,6 +146,8 @@ class SampleCounts:
             "scored": self.scored,
             "counts": dict(self.counts),
             "fractions": {c: round(self.fraction(c), 4) for c in CLASS_NAMES},
+            "models": dict(self.models),
+            "demonstration": self.demonstration,
         }
 
 

@@ -186,3 +186,17 @@ def test_a_subset_keeps_the_pinned_hashes_and_drops_the_whole_set_metrics() -> N
     assert some.name == IKEMOTO2023.name
     with pytest.raises(ValueError, match=r"SqueezeNet_99\.pth"):
         IKEMOTO2023.subset(["SqueezeNet_99.pth"])
+
+
+def test_a_demonstration_current_ensemble_gives_way_to_a_real_one(tmp_path: Path) -> None:
+    from tests.classify.test_bundle import make_bundle
+
+    library = ModelLibrary(tmp_path / "lib")
+    library.save_bundle(make_bundle(1), "demo-synthetic-tinycnn")
+    library.save_ensemble("demo-synthetic", ["demo-synthetic-tinycnn"],
+                          metrics={"demonstration": True})
+    library.set_current("demo-synthetic")
+    published = _fake_set(tmp_path / "src")
+    fetch_published(library, published, tmp_path / "src", timeout=5)
+    assert library.current_name() == "fake"
+    assert library.previous_name() == "demo-synthetic"

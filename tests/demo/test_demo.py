@@ -9,8 +9,9 @@ import pytest
 
 from chromowatch.classify.library import ModelLibrary
 from chromowatch.cli import main
-from chromowatch.demo.bootstrap import DEMO_ENSEMBLE, bootstrap_demo_model, is_demonstration
+from chromowatch.demo.bootstrap import DEMO_ENSEMBLE, bootstrap_demo_model
 from chromowatch.demo.run import ensure_model
+from chromowatch.records import is_demonstration
 from chromowatch.settings import Settings
 from tests.helpers import settings_in
 

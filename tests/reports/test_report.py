@@ -24,7 +24,7 @@ from chromowatch.reports.pdf import FetchRefused, allowed_path, render_pdf
 from chromowatch.reports.publish import on_sample_complete
 from chromowatch.reports.render import file_stem, write_report, write_summary
 from chromowatch.settings import Settings
-from chromowatch.store import ReportVersionExists, Store
+from chromowatch.store import ReportVersionExists, SampleImage, Store
 from tests.reports.fixtures import add_image, make_sample
 
 CONFUSION: list[list[float]] = [[97, 3, 0], [2, 85, 13], [0, 2, 98]]
@@ -225,3 +225,130 @@ def test_thumbnail_boxes_use_the_one_palette() -> None:
         assert BOX_COLOURS_BGR[c] == tuple(reversed(hex_to_rgb(CLASS_COLOURS[c])))
     assert BOX_COLOURS_BGR["A"] == (178, 114, 0)  # the colours the report always had
     assert BOX_COLOURS_BGR[None] == hex_to_rgb(UNLABELLED_COLOUR) == (138, 138, 138)
+
+
+DEMO_VERSION = "demo-synthetic-0123456789ab"
+
+
+def _install_manifest(settings: Settings, name: str, metrics: dict[str, object] | None) -> None:
+    """An ensemble manifest alone (no weights): what the report reads of a model."""
+    folder = settings.paths.models / "ensembles"
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": "chromowatch-ensemble", "format_version": 1, "name": name,
+                "created": "2025-02-03", "enhancement": "ikemoto2023",
+                "members": [{"name": "b", "file": "bundles/b.pt", "sha256": "0" * 64}],
+                "metrics": metrics}
+    (folder / f"{name}.json").write_text(json.dumps(manifest))
+
+
+def test_a_demonstration_model_is_said_on_page_one_and_in_the_mail(tmp_path: Path) -> None:
+    from chromowatch.reports.mail import compose
+
+    settings = _settings(tmp_path, mail={"enabled": True, "host": "localhost",
+                                         "sender": "cw@lab.example",
+                                         "recipients": {"*": ["ana@lab.example"]}})
+    _install_manifest(settings, "demo-synthetic", {"demonstration": True})
+    (settings.paths.models / "current.json").write_text(json.dumps({"name": "demo-synthetic"}))
+    with Store.open(settings.paths.db) as store:
+        make_sample(store, tmp_path, "synthetic-01", ["AABBCCCBBA"] * 3,
+                    model_version=DEMO_VERSION)
+        files = write_report(settings, store, "synthetic-01", out_dir=tmp_path / "r",
+                             model=current_model_info(settings))
+    assert files.pdf is not None
+    first = re.sub(r"\s+", " ", PdfReader(files.pdf).pages[0].extract_text())
+    assert "DEMONSTRATION" in first and "not evidence" in first
+    assert "B is often called C" not in _pdf_text(files.pdf)
+    mail = compose(settings, sample="synthetic-01", version=1, report=files)
+    assert mail is not None and "DEMONSTRATION" in mail.subject
+    assert "DEMONSTRATION" in files.summary_text and "DEMONSTRATION" in files.summary_html
+
+
+def test_a_real_model_has_no_demonstration_banner(filled: tuple[Settings, Store],
+                                                  tmp_path: Path) -> None:
+    settings, store = filled
+    files = write_report(settings, store, "ddx11", out_dir=tmp_path / "r", formats=["html"],
+                         model=MODEL)
+    assert files.html is not None and "DEMONSTRATION" not in files.html.read_text()
+    assert "DEMONSTRATION" not in files.summary_text
+
+
+def test_the_report_names_the_model_that_made_the_numbers(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    _install_manifest(settings, "x-model", None)
+    _install_manifest(settings, "y-model", {"confusion_matrix": CONFUSION})
+    (settings.paths.models / "current.json").write_text(json.dumps({"name": "y-model"}))
+    with Store.open(settings.paths.db) as store:
+        make_sample(store, tmp_path, "s", ["AABBCCCBBA"] * 3, model_version="x-model-0123456789ab")
+        files = write_report(settings, store, "s", out_dir=tmp_path / "r", formats=["html"],
+                             model=current_model_info(settings))
+    html = files.html.read_text()  # type: ignore[union-attr]
+    header = html.split('id="scored-line"')[0]
+    assert "x-model" in header and "y-model" not in header
+    box = html.split('class="warnings model-warning"')[1].split("</div>")[0]
+    assert "no known error rate" in box
+    assert "Corrected with" not in html  # not with y-model's matrix: y made none of it
+
+
+def test_several_models_behind_a_sample_are_said_prominently(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    _install_manifest(settings, "x-model", {"confusion_matrix": CONFUSION})
+    with Store.open(settings.paths.db) as store:
+        add_image(store, tmp_path, "s", ["AABBC"], image_no=0, model_version="x-model-0123456789ab")
+        add_image(store, tmp_path, "s", ["AABBC"], image_no=1, model_version="z-model-0123456789ab")
+        files = write_report(settings, store, "s", out_dir=tmp_path / "r", formats=["html"])
+    html = files.html.read_text()  # type: ignore[union-attr]
+    box = html.split('class="warnings model-warning"')[1].split("</div>")[0]
+    assert "2 models" in box and "x-model" in box and "z-model" in box
+
+
+def _image(image_id: int, path: str) -> SampleImage:
+    return SampleImage(image_id, path, "done", None, 400, 300, 1, None, None, 5)
+
+
+def test_images_are_named_by_file_and_duplicates_told_apart() -> None:
+    from chromowatch.reports.render import image_names
+
+    names = image_names([_image(1, "/in/a/1.png"), _image(2, "/in/b/1.png"),
+                         _image(3, "/in/a/2.png"), _image(4, "/x/a/2.png")])
+    assert names[3] != names[4] and names[1] == "a/1.png" and names[2] == "b/1.png"
+    assert "2.png" in names[3] and "2.png" in names[4]
+    assert image_names([_image(7, "/in/spread.tif")]) == {7: "spread.tif"}
+
+
+def test_metaphase_table_shows_file_names(filled: tuple[Settings, Store],
+                                          tmp_path: Path) -> None:
+    settings, store = filled
+    files = write_report(settings, store, "ddx11", out_dir=tmp_path / "r", formats=["html"],
+                         model=MODEL)
+    table = files.html.read_text().split("<h2>Metaphases</h2>")[1]  # type: ignore[union-attr]
+    assert ">99.png</td>" in table and ">0.png</td>" in table
+
+
+def test_spread_thumbnails_number_the_boxes_as_the_gallery(tmp_path: Path) -> None:
+    import numpy as np
+
+    from chromowatch.reports.assets import _thumbnail
+    from chromowatch.reports.data import CropView
+
+    picture = np.full((300, 400, 3), 255, np.uint8)
+    view = CropView(417, 1, "x.png", (150, 150, 30, 40), "A", None, "A", None, (0.9, 0.05, 0.05))
+    region = (0, 0, 400, 300)
+    thumb = _thumbnail(picture, [view], region)
+    scale = thumb.shape[1] / 400
+    x, y = int(150 * scale), int(150 * scale)
+    label = thumb[max(0, y - 16):y - 2, x:x + 40]  # just above the box: where its number is
+    assert (label < 128).any(), "no number drawn by the box"
+
+
+@pytest.mark.parametrize("rows", [9, 10, 11])
+def test_the_last_page_holds_no_orphaned_table_row(tmp_path: Path, rows: int) -> None:
+    """The metaphase table ends the report; with 10 rows its last one used to stand alone
+    on page 5 (the others on page 4)."""
+    settings = _settings(tmp_path)
+    with Store.open(settings.paths.db) as store:
+        add_image(store, tmp_path, "long", ["AB"] * rows, image_no=1)
+        files = write_report(settings, store, "long", out_dir=tmp_path / "r", formats=["pdf"])
+    assert files.pdf is not None
+    last = PdfReader(files.pdf).pages[-1].extract_text()
+    on_last = re.findall(r"^\s*1\.png\s+\d+\s+\d+", last, re.MULTILINE)
+    assert "Metaphases" in last or len(on_last) > 1, last

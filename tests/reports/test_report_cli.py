@@ -84,3 +84,25 @@ def test_outbox_lists_and_retries(data_dir: Path, monkeypatch: pytest.MonkeyPatc
     assert main(["outbox", "--json", "--pending"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["recipients"] == ["lab@lab.example"] and row["status"] == "pending"
+
+
+DEMO_VERSION = "demo-synthetic-0123456789ab"
+
+
+def test_results_say_which_samples_a_demonstration_model_scored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CHROMOWATCH_PATHS__DATA_DIR", str(tmp_path / "data"))
+    with Store.open(tmp_path / "data" / "chromowatch.sqlite3") as store:
+        make_sample(store, tmp_path, "demo", ["AABBC"], model_version=DEMO_VERSION)
+        make_sample(store, tmp_path, "real", ["AABBC"])
+    assert main(["results", "--json"]) == 0
+    rows = {r["sample"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["demo"]["demonstration"] is True and rows["real"]["demonstration"] is False
+    assert rows["demo"]["models"] == {DEMO_VERSION: 5}
+    assert main(["results"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "DEMONSTRATION" in next(line for line in lines if line.startswith("demo "))
+    assert "DEMONSTRATION" not in next(line for line in lines if line.startswith("real "))
+    assert main(["results", "--sample", "real"]) == 0
+    assert "DEMONSTRATION" not in capsys.readouterr().out
