@@ -763,12 +763,14 @@ class Store:
             (image_id,),
         )]
 
-    def set_labels(self, items: Sequence[tuple[int, str]], *, source: str, who: str) -> int:
+    def set_labels(self, items: Sequence[tuple[int, str]], *, source: str, who: str
+                   ) -> tuple[int, int]:
         """Confirm many crops' classes in one transaction, keeping history; a crop already
         confirmed as that class is left alone. Unknown crop ids are a StoreError (nothing is
-        written). Returns how many labels were added or changed."""
+        written). Returns (first labels of crops that had none, labels changed): a user
+        must not read "changed" when nothing was there before."""
         now = time.time()
-        changed = 0
+        first = changed = 0
         with self.transaction() as conn:
             for crop_id, cls in items:
                 if cls not in CLASS_NAMES:
@@ -793,8 +795,11 @@ class Store:
                     "VALUES (?,?,?,?,?)",
                     (crop_id, cls, source, who, now),
                 )
-                changed += 1
-        return changed
+                if row is None:
+                    first += 1
+                else:
+                    changed += 1
+        return first, changed
 
     def current_labels(self) -> list[CurrentLabel]:
         """Every crop's confirmed label with its crop file and sample, by crop id."""

@@ -42,9 +42,11 @@ def default_who() -> str:
 
 @dataclass
 class ImportSummary:
-    """What an import did: new crops, labels added or changed, unchanged, skipped files."""
+    """What an import did: new crops, first labels of stored crops, labels changed,
+    unchanged, skipped files."""
 
     added: int = 0
+    recorded: int = 0
     changed: int = 0
     unchanged: int = 0
     skipped: list[str] = field(default_factory=list)
@@ -53,7 +55,8 @@ class ImportSummary:
     def line(self) -> str:
         per_class = ", ".join(f"{c} {n}" for c, n in self.counts.items())
         skipped = f", {len(self.skipped)} file(s) skipped" if self.skipped else ""
-        return (f"{self.added} new labelled crops, {self.changed} labels changed, "
+        return (f"{self.added} new labelled crops, {self.recorded} labels recorded (first "
+                f"labels), {self.changed} labels changed, "
                 f"{self.unchanged} unchanged ({per_class}){skipped}")
 
 
@@ -75,9 +78,10 @@ def _read_or_skip(path: Path, settings: Settings, summary: ImportSummary) -> Spr
 
 def _relabel(store: Store, items: list[tuple[int, str]], summary: ImportSummary, *,
              source: str, who: str) -> None:
-    changed = store.set_labels(items, source=source, who=who) if items else 0
+    first, changed = store.set_labels(items, source=source, who=who) if items else (0, 0)
+    summary.recorded += first
     summary.changed += changed
-    summary.unchanged += len(items) - changed
+    summary.unchanged += len(items) - first - changed
 
 
 def import_folder(

@@ -179,3 +179,22 @@ def test_real_labels_import(real_data: Path, settings: Settings) -> None:
                                  real_data / "ddx11" / "labels", sample="ddx11")
         assert ddx.added == 342 and ddx.counts == {"A": 67, "B": 146, "C": 129}
         assert len(store.current_labels()) == 993
+
+
+def test_first_labels_of_stored_crops_are_not_called_changed(
+        settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16 item 12: labelling crops that never had a label said "3 labels changed"."""
+    from chromowatch.cli import main
+    from tests.test_store import _save
+
+    with Store.open(settings.paths.db) as store:
+        crops = store.image_crops(_save(store, "aa", "ABC"))
+    review = tmp_path / "review.csv"
+    review.write_text("crop_id,class\n" + "".join(f"{c.id},B\n" for c in crops))
+    assert main(["labels", "import-csv", str(review)]) == 0
+    out = capsys.readouterr().out
+    assert "3 labels recorded (first labels), 0 labels changed, 0 unchanged" in out
+    review.write_text(f"crop_id,class\n{crops[0].id},C\n{crops[1].id},B\n")
+    assert main(["labels", "import-csv", str(review)]) == 0
+    assert "0 labels recorded (first labels), 1 labels changed, 1 unchanged" in \
+        capsys.readouterr().out
