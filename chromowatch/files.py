@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,22 @@ def write_crop_png(directory: Path, index: int, rgb: np.ndarray) -> str:
     target = directory / f"{index:04d}.png"
     atomic_write_bytes(target, encoded.tobytes())
     return str(target)
+
+
+def remove_files(paths: Iterable[str | Path]) -> int:
+    """Remove files (one already gone is fine), then their folders left empty (a spread's
+    crop folder); returns how many files were removed."""
+    removed = 0
+    folders: set[Path] = set()
+    for name in paths:
+        path = Path(name)
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        folders.add(path.parent)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty, or gone: leave it
+            folder.rmdir()
+    return removed

@@ -51,3 +51,14 @@ def test_crop_png_round_trips_in_the_spreads_folder(tmp_path: Path) -> None:
     assert written == str(folder / "0003.png")
     back = cv2.cvtColor(cv2.imread(written), cv2.COLOR_BGR2RGB)
     assert np.array_equal(back, rgb)
+
+
+def test_remove_files_takes_empty_folders_with_them(tmp_path: Path) -> None:
+    spread = tmp_path / "crops" / "ab" / "abcd"
+    spread.mkdir(parents=True)
+    written = [spread / "0000.png", spread / "0001.png"]
+    for f in written:
+        f.write_bytes(b"x")
+    (tmp_path / "crops" / "ab" / "other").mkdir()
+    assert files.remove_files([*written, spread / "gone.png"]) == 2
+    assert not spread.exists() and (tmp_path / "crops" / "ab").is_dir()

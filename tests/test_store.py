@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chromowatch.errors import StoreError
+from chromowatch.errors import StoreError, UsageError
 from chromowatch.records import BBox, Prediction
 from chromowatch.store import MIGRATIONS, ImageRow, Store, StoredCrop, fingerprint_labels
 
@@ -96,7 +96,7 @@ def test_failure_then_success_leaves_one_row(tmp_path: Path) -> None:
 
 def test_unknown_sample_and_label(tmp_path: Path) -> None:
     with Store.open(tmp_path / "db") as store:
-        with pytest.raises(StoreError, match="no sample named"):
+        with pytest.raises(UsageError, match="no sample named"):  # issue 16: exit 2, not 5
             store.sample_counts("nope")
         with pytest.raises(StoreError, match="unknown class"):
             store.add_label(1, "D", source="x", who="y")
