@@ -8,6 +8,7 @@ one, never half of either.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,6 +55,13 @@ def atomic_replace(part: Path, path: Path) -> None:
         os.fsync(fh.fileno())
     os.replace(part, path)
     _fsync_folder(path.parent)
+
+
+def pixels_sha256(rgb: np.ndarray) -> str:
+    """The content of an image, not of its file: the same pixels saved with other PNG
+    settings, or stripped of metadata, hash the same."""
+    header = "x".join(str(n) for n in rgb.shape) + f":{rgb.dtype.str}:"
+    return hashlib.sha256(header.encode() + np.ascontiguousarray(rgb).tobytes()).hexdigest()
 
 
 def crop_dir(crops_root: Path, sha256: str) -> Path:

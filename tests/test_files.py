@@ -62,3 +62,12 @@ def test_remove_files_takes_empty_folders_with_them(tmp_path: Path) -> None:
     (tmp_path / "crops" / "ab" / "other").mkdir()
     assert files.remove_files([*written, spread / "gone.png"]) == 2
     assert not spread.exists() and (tmp_path / "crops" / "ab").is_dir()
+
+
+def test_pixels_hash_is_of_the_content_not_the_file() -> None:
+    rgb = np.zeros((4, 3, 3), np.uint8)
+    assert files.pixels_sha256(rgb) == files.pixels_sha256(rgb.copy())
+    assert files.pixels_sha256(rgb) != files.pixels_sha256(rgb.reshape(3, 4, 3))
+    other = rgb.copy()
+    other[0, 0, 0] = 1
+    assert files.pixels_sha256(rgb) != files.pixels_sha256(other)

@@ -814,6 +814,22 @@ class Store:
             ids.append(crop_id)
         return ids
 
+    def crops_without_pixel_hash(self) -> list[tuple[int, str]]:
+        """(crop id, file) of crops whose content hash is not known yet."""
+        return [(int(r[0]), str(r[1])) for r in self._conn.execute(
+            "SELECT id, file FROM crops WHERE pixels_sha256 IS NULL ORDER BY id")]
+
+    def set_pixel_hashes(self, items: Sequence[tuple[int, str]]) -> None:
+        """(crop id, sha256 of its pixels; "" for a crop file that cannot be read)."""
+        with self.transaction() as conn:
+            conn.executemany("UPDATE crops SET pixels_sha256 = ? WHERE id = ?",
+                             [(sha, crop_id) for crop_id, sha in items])
+
+    def crops_with_pixels(self, pixels_sha256: str) -> list[int]:
+        """Ids of the stored crops with exactly this content."""
+        return [int(r[0]) for r in self._conn.execute(
+            "SELECT id FROM crops WHERE pixels_sha256 = ? ORDER BY id", (pixels_sha256,))]
+
     def crops_of_image(self, image_id: int) -> list[ImageCrop]:
         """Every crop of an image (with or without predictions) and its confirmed label."""
         return [ImageCrop.from_row(r) for r in self._conn.execute(

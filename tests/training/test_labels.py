@@ -198,3 +198,44 @@ def test_first_labels_of_stored_crops_are_not_called_changed(
     assert main(["labels", "import-csv", str(review)]) == 0
     assert "0 labels recorded (first labels), 1 labels changed, 1 unchanged" in \
         capsys.readouterr().out
+
+
+def test_stored_crops_sorted_into_folders_are_labelled_not_added(
+        settings: Settings, tmp_path: Path) -> None:
+    """Issue 16 item 3: copies of a sample's own stored crops (one byte for byte, one
+    re-saved with other PNG settings: same pixels, other bytes) label those crops."""
+    from chromowatch.classify.library import ModelLibrary
+    from chromowatch.demo.synth import write_dataset
+    from chromowatch.pipeline import process_file
+    from tests.helpers import install_tiny_model
+
+    install_tiny_model(settings.paths.models)
+    ensemble = ModelLibrary(settings.paths.models).load_ensemble("current", device="cpu")
+    [spread, *_] = write_dataset(tmp_path / "syn", samples=1, spreads=1, seed=3)
+    with Store.open(settings.paths.db) as store:
+        done = process_file(spread, sample="s", settings=settings, store=store,
+                            ensemble=ensemble)
+        before = store.sample_counts("s")[0]
+    first, second = done.crops[0], done.crops[1]
+    sorted_dir = tmp_path / "sorted"
+    (sorted_dir / "b").mkdir(parents=True)
+    (sorted_dir / "b" / "one.png").write_bytes(Path(first.file).read_bytes())
+    pixels = cv2.imread(second.file, cv2.IMREAD_UNCHANGED)
+    resaved = sorted_dir / "b" / "two.png"
+    assert cv2.imwrite(str(resaved), pixels, [cv2.IMWRITE_PNG_COMPRESSION, 0])
+    assert resaved.read_bytes() != Path(second.file).read_bytes()
+    with Store.open(settings.paths.db) as store:
+        summary = labels.import_folder(store, settings, sorted_dir, enhanced=True, sample="s")
+        after = store.sample_counts("s")[0]
+        confirmed = {r.crop_id: r.cls for r in store.current_labels()}
+        again = labels.import_folder(store, settings, sorted_dir, enhanced=True, sample="s")
+    assert (summary.added, summary.recorded, summary.skipped) == (0, 2, [])
+    assert (after.images, after.crops) == (before.images, before.crops)
+    crop_ids = {c.index: c.id for c in store_crops(settings, done.image_id)}
+    assert confirmed == {crop_ids[first.index]: "B", crop_ids[second.index]: "B"}
+    assert (again.added, again.unchanged) == (0, 2)
+
+
+def store_crops(settings: Settings, image_id: int | None) -> list:  # type: ignore[type-arg]
+    with Store.open(settings.paths.db) as store:
+        return store.crops_of_image(int(image_id or 0))
