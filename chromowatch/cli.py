@@ -578,11 +578,13 @@ def _sample_delete(settings: Settings, store: Store, name: str, *, yes: bool) ->
             print("nothing deleted")
             return 1
     deleted = store.delete_sample(name)
-    files = remove_files(deleted.crop_files)
+    files = remove_files(deleted.crop_files, root=settings.paths.crops)
     reports = settings.paths.data / "reports" / render.file_stem(name)
+    gone = f"{files} crop file(s)"
     if reports.is_dir():
         shutil.rmtree(reports)
-    print(f"deleted {deleted.line()}; {files} crop file(s) and {reports} removed")
+        gone += f" and {reports}"
+    print(f"deleted {deleted.line()}; removed {gone}")
     return 0
 
 

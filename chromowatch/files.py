@@ -81,9 +81,9 @@ def write_crop_png(directory: Path, index: int, rgb: np.ndarray) -> str:
     return str(target)
 
 
-def remove_files(paths: Iterable[str | Path]) -> int:
-    """Remove files (one already gone is fine), then their folders left empty (a spread's
-    crop folder); returns how many files were removed."""
+def remove_files(paths: Iterable[str | Path], root: Path | None = None) -> int:
+    """Remove files (one already gone is fine), then the folders they leave empty, up to
+    `root` (kept; without it only the files' own folders); returns how many files."""
     removed = 0
     folders: set[Path] = set()
     for name in paths:
@@ -95,6 +95,12 @@ def remove_files(paths: Iterable[str | Path]) -> int:
             pass
         folders.add(path.parent)
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):  # not empty, or gone: leave it
-            folder.rmdir()
+        while True:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or gone: leave it
+                break
+            if root is None or folder.parent == root or not folder.parent.is_relative_to(root):
+                break
+            folder = folder.parent
     return removed

@@ -62,6 +62,12 @@ def test_remove_files_takes_empty_folders_with_them(tmp_path: Path) -> None:
     (tmp_path / "crops" / "ab" / "other").mkdir()
     assert files.remove_files([*written, spread / "gone.png"]) == 2
     assert not spread.exists() and (tmp_path / "crops" / "ab").is_dir()
+    # with a root: empty folders up to it go too, the root stays
+    lone = tmp_path / "crops" / "cd" / "cdef"
+    lone.mkdir(parents=True)
+    (lone / "0000.png").write_bytes(b"x")
+    assert files.remove_files([lone / "0000.png"], root=tmp_path / "crops") == 1
+    assert not (tmp_path / "crops" / "cd").exists() and (tmp_path / "crops").is_dir()
 
 
 def test_pixels_hash_is_of_the_content_not_the_file() -> None:

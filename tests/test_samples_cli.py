@@ -60,7 +60,8 @@ def test_delete_removes_rows_and_files_of_that_sample_only(
     assert f"sample gone: 1 image(s), 0 failed file(s), {len(gone_files)} crop(s)" in out
     assert "1 confirmed label(s)" in out and "deleted" in out
     assert not any(f.exists() for f in gone_files) and not reports.exists()
-    assert not gone_files[0].parent.exists()  # the spread's crop folder too
+    assert not gone_files[0].parent.parent.exists()  # the spread's crop folders too
+    assert env.paths.crops.is_dir()
     assert all(f.is_file() for f in kept_files)
     with Store.open(env.paths.db) as store:
         assert store.sample_names() == ["kept"]
