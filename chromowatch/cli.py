@@ -548,15 +548,17 @@ def _args_sample(p: argparse.ArgumentParser) -> None:
 
 def cmd_sample(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     settings = loaded.settings
-    with _open_existing_store(settings) as store:
-        if args.sample_cmd == "delete":
+    if args.sample_cmd == "delete":
+        with _open_existing_store(settings) as store:
             return _sample_delete(settings, store, args.name, yes=args.yes)
-        if args.sample_cmd == "rename":
+    if args.sample_cmd == "rename":
+        with _open_existing_store(settings) as store:
             store.rename_sample(args.old, args.new)
-            print(f"sample {args.old} is now {args.new}; its report versions keep their "
-                  "files; files still in a watched folder named after the old name go on "
-                  "arriving under it (move the folder too)")
-            return 0
+        print(f"sample {args.old} is now {args.new}; its report versions keep their files; "
+              "files still in a watched folder named after the old name go on arriving "
+              "under it (move the folder too)")
+        return 0
+    with Store.open(settings.paths.db) as store:
         closed = store.sample_state_close(args.name, "closed by hand", time.time())
     print(f"sample {args.name} closed; the daemon completes it once its files are processed"
           if closed else f"sample {args.name} was already closed")
