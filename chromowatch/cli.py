@@ -578,9 +578,11 @@ def _sample_delete(settings: Settings, store: Store, name: str, *, yes: bool) ->
         print(f"this deletes {contents.line()}, its crop files and reports{warning}")
         if input(f"delete sample {name}? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing deleted")
-            return 1
+            return 0
     deleted = store.delete_sample(name)
-    files = remove_files(deleted.crop_files, root=settings.paths.crops)
+    crops = settings.paths.crops  # only files chromowatch wrote there are removed
+    files = remove_files([f for f in deleted.crop_files if Path(f).is_relative_to(crops)],
+                         root=crops)
     reports = settings.paths.data / "reports" / render.file_stem(name)
     gone = f"{files} crop file(s)"
     if reports.is_dir():

@@ -81,7 +81,7 @@ def test_delete_asks_or_needs_yes(env: Settings, monkeypatch: pytest.MonkeyPatch
     assert "--yes" in err and "1 confirmed label(s)" in err
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     monkeypatch.setattr("builtins.input", lambda prompt: "n")
-    assert main(["sample", "delete", "gone"]) == 1
+    assert main(["sample", "delete", "gone"]) == 0
     assert "nothing deleted" in capsys.readouterr().out
     with Store.open(env.paths.db) as store:
         assert store.sample_names() == ["gone", "kept"]
