@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from chromowatch.classify.library import ModelLibrary
 from chromowatch.classify.published import fetch_ikemoto2023
 from chromowatch.demo.synth import write_dataset
 from chromowatch.errors import ChromowatchError, InputImageError, UsageError
+from chromowatch.files import remove_files
 from chromowatch.progress import Progress
 from chromowatch.records import CLASS_NAMES, is_demonstration
 from chromowatch.reports import data as report_data
@@ -252,7 +254,10 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             results.append(process_file(path, sample=args.sample, settings=settings,
                                         store=store, ensemble=ensemble, progress=bar.update))
             bar.close()
-        counts = store.sample_counts(args.sample)
+        # Files already stored under another sample stay there: show that sample too.
+        names = set(store.sample_names())
+        shown = [args.sample, *sorted({r.sample for r in results} - {args.sample})]
+        counts = [c for name in shown if name in names for c in store.sample_counts(name)]
     failed = sum(r.status == "failed" for r in results)
     if args.json:
         _print_json({
@@ -267,7 +272,8 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             if r.status == "failed":
                 print(f"{r.path}: skipped: {r.error}")
             elif r.status == "duplicate":
-                print(f"{r.path}: already processed (image {r.image_id}), stored once")
+                print(f"{r.path}: already processed (image {r.image_id}, sample {r.sample}), "
+                      "stored once")
             else:
                 note = f" ({r.note})" if r.note else ""
                 print(f"{r.path}: {len(r.crops)} crops{note}")
@@ -540,13 +546,58 @@ def _args_sample(p: argparse.ArgumentParser) -> None:
     close = ssub.add_parser("close", help="mark a sample complete (its report follows once "
                             "its files are processed)")
     close.add_argument("name")
+    delete = ssub.add_parser("delete", help="remove a sample: its images, crops, predictions, "
+                             "confirmed labels, crop files and reports (asks first)")
+    delete.add_argument("name")
+    delete.add_argument("--yes", action="store_true", help="do not ask (needed off a terminal)")
+    rename = ssub.add_parser("rename", help="give a sample another name (not an existing one)")
+    rename.add_argument("old", metavar="OLD")
+    rename.add_argument("new", metavar="NEW")
 
 
 def cmd_sample(args: argparse.Namespace, loaded: LoadedSettings) -> int:
-    with Store.open(loaded.settings.paths.db) as store:
+    settings = loaded.settings
+    if args.sample_cmd == "delete":
+        with _open_existing_store(settings) as store:
+            return _sample_delete(settings, store, args.name, yes=args.yes)
+    if args.sample_cmd == "rename":
+        with _open_existing_store(settings) as store:
+            store.rename_sample(args.old, args.new)
+        print(f"sample {args.old} is now {args.new}; its report versions keep their files; "
+              "files still in a watched folder named after the old name go on arriving "
+              "under it (move the folder too)")
+        return 0
+    with Store.open(settings.paths.db) as store:
         closed = store.sample_state_close(args.name, "closed by hand", time.time())
     print(f"sample {args.name} closed; the daemon completes it once its files are processed"
           if closed else f"sample {args.name} was already closed")
+    return 0
+
+
+def _sample_delete(settings: Settings, store: Store, name: str, *, yes: bool) -> int:
+    """Confirmed labels are a person's work: say how many go, and delete only when asked
+    on a terminal or given --yes."""
+    contents = store.sample_contents(name)
+    warning = (f"; its {contents.labels} confirmed label(s) go too (keep them first: "
+               "chromowatch labels export-csv --out FILE)" if contents.labels else "")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"would delete {contents.line()}{warning}",
+                             hint=f"confirm with: chromowatch sample delete {name} --yes")
+        print(f"this deletes {contents.line()}, its crop files and reports{warning}")
+        if input(f"delete sample {name}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 0
+    deleted = store.delete_sample(name)
+    crops = settings.paths.crops  # only files chromowatch wrote there are removed
+    files = remove_files([f for f in deleted.crop_files if Path(f).is_relative_to(crops)],
+                         root=crops)
+    reports = settings.paths.data / "reports" / render.file_stem(name)
+    gone = f"{files} crop file(s)"
+    if reports.is_dir():
+        shutil.rmtree(reports)
+        gone += f" and {reports}"
+    print(f"deleted {deleted.line()}; removed {gone}")
     return 0
 
 

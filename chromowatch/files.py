@@ -8,7 +8,9 @@ one, never half of either.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,13 @@ def atomic_replace(part: Path, path: Path) -> None:
     _fsync_folder(path.parent)
 
 
+def pixels_sha256(rgb: np.ndarray) -> str:
+    """The content of an image, not of its file: the same pixels saved with other PNG
+    settings, or stripped of metadata, hash the same."""
+    header = "x".join(str(n) for n in rgb.shape) + f":{rgb.dtype.str}:"
+    return hashlib.sha256(header.encode() + np.ascontiguousarray(rgb).tobytes()).hexdigest()
+
+
 def crop_dir(crops_root: Path, sha256: str) -> Path:
     """The folder of one spread's crop images: <crops>/<first two hex digits>/<sha256>/."""
     return crops_root / sha256[:2] / sha256
@@ -70,3 +79,28 @@ def write_crop_png(directory: Path, index: int, rgb: np.ndarray) -> str:
     target = directory / f"{index:04d}.png"
     atomic_write_bytes(target, encoded.tobytes())
     return str(target)
+
+
+def remove_files(paths: Iterable[str | Path], root: Path | None = None) -> int:
+    """Remove files (one already gone is fine), then the folders they leave empty, up to
+    `root` (kept; without it only the files' own folders); returns how many files."""
+    removed = 0
+    folders: set[Path] = set()
+    for name in paths:
+        path = Path(name)
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        folders.add(path.parent)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        while True:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or gone: leave it
+                break
+            if root is None or folder.parent == root or not folder.parent.is_relative_to(root):
+                break
+            folder = folder.parent
+    return removed

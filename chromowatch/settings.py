@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from chromowatch.errors import ConfigError
@@ -342,6 +350,14 @@ class MailSettings(Section):
         "with each attempt."
     )
     retry_max_s: float = Field(3600.0, gt=0, description="Longest wait between tries.")
+
+    @field_validator("host")
+    @classmethod
+    def _host_when_enabled(cls, host: str, info: ValidationInfo) -> str:
+        """Mail switched on without a server would only fail at the first report."""
+        if info.data.get("enabled") and not host.strip():
+            raise ValueError("required when mail.enabled is true (the SMTP server's name)")
+        return host
 
 
 class LoggingSettings(Section):
@@ -675,7 +691,7 @@ def _describe(error: Mapping[str, Any], loaded_from: Path | None) -> str:
         where = f" (in {loaded_from})"
     else:
         where = ""
-    msg = str(error.get("msg", "invalid"))
+    msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     if error.get("type") == "extra_forbidden":
         msg = "unknown key; `chromowatch config generate` lists the valid keys"
     elif "input" in error and not isinstance(error["input"], dict):
@@ -760,8 +776,10 @@ def effective_values(loaded: LoadedSettings) -> list[tuple[str, Any, str]]:
     """(dotted key, effective value, source) for `config show`; derived paths resolved."""
     rows: list[tuple[str, Any, str]] = []
     s = loaded.settings
+    # JSON mode: paths (also inside lists, e.g. watch.roots) become strings for printing.
+    dumped = s.model_dump(mode="json")
     for section, key, _default, _ in iter_fields():
-        value = getattr(getattr(s, section), key)
+        value = dumped[section][key]
         source = loaded.source_of(section, key)
         if section == "paths" and value is None:
             derived = {
@@ -769,9 +787,7 @@ def effective_values(loaded: LoadedSettings) -> list[tuple[str, Any, str]]:
                 "models_dir": s.paths.models,
                 "database": s.paths.db,
             }
-            value, source = derived[key], "default (derived)"
-        if isinstance(value, Path):
-            value = str(value)
+            value, source = str(derived[key]), "default (derived)"
         if key in SECRET_KEYS and value:
             value = "********"
         rows.append((f"{section}.{key}", value, source))

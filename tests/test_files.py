@@ -51,3 +51,29 @@ def test_crop_png_round_trips_in_the_spreads_folder(tmp_path: Path) -> None:
     assert written == str(folder / "0003.png")
     back = cv2.cvtColor(cv2.imread(written), cv2.COLOR_BGR2RGB)
     assert np.array_equal(back, rgb)
+
+
+def test_remove_files_takes_empty_folders_with_them(tmp_path: Path) -> None:
+    spread = tmp_path / "crops" / "ab" / "abcd"
+    spread.mkdir(parents=True)
+    written = [spread / "0000.png", spread / "0001.png"]
+    for f in written:
+        f.write_bytes(b"x")
+    (tmp_path / "crops" / "ab" / "other").mkdir()
+    assert files.remove_files([*written, spread / "gone.png"]) == 2
+    assert not spread.exists() and (tmp_path / "crops" / "ab").is_dir()
+    # with a root: empty folders up to it go too, the root stays
+    lone = tmp_path / "crops" / "cd" / "cdef"
+    lone.mkdir(parents=True)
+    (lone / "0000.png").write_bytes(b"x")
+    assert files.remove_files([lone / "0000.png"], root=tmp_path / "crops") == 1
+    assert not (tmp_path / "crops" / "cd").exists() and (tmp_path / "crops").is_dir()
+
+
+def test_pixels_hash_is_of_the_content_not_the_file() -> None:
+    rgb = np.zeros((4, 3, 3), np.uint8)
+    assert files.pixels_sha256(rgb) == files.pixels_sha256(rgb.copy())
+    assert files.pixels_sha256(rgb) != files.pixels_sha256(rgb.reshape(3, 4, 3))
+    other = rgb.copy()
+    other[0, 0, 0] = 1
+    assert files.pixels_sha256(rgb) != files.pixels_sha256(other)

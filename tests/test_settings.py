@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -105,3 +106,31 @@ def test_config_show_hides_passwords(monkeypatch: pytest.MonkeyPatch,
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out
     assert "hunter2" not in out and "mail.password" in out
+
+
+def test_config_show_with_watch_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16 item 5: paths inside lists (watch.roots) crashed `config show`."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[watch]\nroots = ["{tmp_path / "in"}"]\n'
+                   f'[metrics]\ntextfile = "{tmp_path / "m.prom"}"\n')
+    assert main(["--config", str(cfg), "config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert 'watch.roots' in out and f'["{tmp_path / "in"}"]' in out
+    assert main(["--config", str(cfg), "config", "show", "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["watch.roots"]["value"] == [str(tmp_path / "in")]
+    assert rows["watch.roots"]["source"] == f"file {cfg}"
+
+
+def test_mail_enabled_needs_a_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[mail]\nenabled = true\n")
+    with pytest.raises(ConfigError, match=r"mail\.host.*required when mail\.enabled"):
+        load_settings(cfg)
+    assert main(["--config", str(cfg), "config", "validate"]) == 2
+    assert "mail.host" in capsys.readouterr().err
+    cfg.write_text('[mail]\nenabled = true\nhost = "smtp.example.org"\n')
+    assert load_settings(cfg).settings.mail.host == "smtp.example.org"
+    cfg.write_text('[mail]\nhost = ""\n')  # mail off: no host needed
+    assert load_settings(cfg).settings.mail.enabled is False

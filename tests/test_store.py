@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chromowatch.errors import StoreError
+from chromowatch.errors import StoreError, UsageError
 from chromowatch.records import BBox, Prediction
 from chromowatch.store import MIGRATIONS, ImageRow, Store, StoredCrop, fingerprint_labels
 
@@ -96,7 +96,7 @@ def test_failure_then_success_leaves_one_row(tmp_path: Path) -> None:
 
 def test_unknown_sample_and_label(tmp_path: Path) -> None:
     with Store.open(tmp_path / "db") as store:
-        with pytest.raises(StoreError, match="no sample named"):
+        with pytest.raises(UsageError, match="no sample named"):  # issue 16: exit 2, not 5
             store.sample_counts("nope")
         with pytest.raises(StoreError, match="unknown class"):
             store.add_label(1, "D", source="x", who="y")
@@ -123,3 +123,22 @@ def test_labels_fingerprint_is_one_definition(tmp_path: Path) -> None:
         assert store.labels_fingerprint()[1] == 2
         assert [(r.crop_id, r.cls, r.who) for r in current] == [
             (crops[0].id, "B", "u"), (crops[2].id, "A", "t")]
+
+
+def test_crops_stored_before_the_content_hash_get_one_later(tmp_path: Path) -> None:
+    """Schema 5 adds crops.pixels_sha256: crops of an older database have none until
+    `labels import-folder` computes it from their files."""
+    conn = sqlite3.connect(tmp_path / "db")
+    for version, script in enumerate(MIGRATIONS[:4], 1):
+        conn.executescript(script)
+        conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+    with Store.open(tmp_path / "db") as store:
+        assert store.schema_version == len(MIGRATIONS) >= 5
+        image_id = _save(store, "aa", "AB")
+        crops = store.crops_of_image(image_id)
+        assert store.crops_without_pixel_hash() == [(c.id, c.file) for c in crops]
+        store.set_pixel_hashes([(crops[0].id, "f00"), (crops[1].id, "")])
+        assert store.crops_without_pixel_hash() == []
+        assert store.crops_with_pixels("f00") == [crops[0].id]

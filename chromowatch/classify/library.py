@@ -220,7 +220,8 @@ class ModelLibrary:
     def _manifest(self, name: str) -> dict[str, Any]:
         path = self.ensemble_path(name)
         if not path.is_file():
-            raise ModelError(f"no ensemble named {name!r} in {self.root}", hint=FETCH_HINT)
+            raise ModelError(f"no ensemble named {name!r} in {self.root}",
+                             hint=self._installed_hint())
         data = _read_json(path)
         if data.get("format") != ENSEMBLE_FORMAT:
             raise ModelError(f"{path} is not a chromowatch ensemble manifest", hint=FETCH_HINT)
@@ -241,6 +242,14 @@ class ModelLibrary:
         ):
             raise ModelError(f"{path}: malformed member list", hint="reinstall the model")
         return data
+
+    def _installed_hint(self) -> str:
+        """What can be named instead: the installed ensembles, or how to install one."""
+        names = sorted(p.stem for p in self.ensembles_dir.glob("*.json"))
+        if not names:
+            return f"no ensemble is installed; {FETCH_HINT}"
+        return (f"installed ensembles: {', '.join(names)} (`chromowatch models list`); "
+                "or " + FETCH_HINT)
 
     def _info(self, name: str, data: Mapping[str, Any]) -> EnsembleInfo:
         return EnsembleInfo(

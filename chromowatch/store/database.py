@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from chromowatch.errors import StoreError
+from chromowatch.errors import StoreError, UsageError
 from chromowatch.records import CLASS_NAMES, BBox
 from chromowatch.store.rows import (
     CurrentLabel,
@@ -31,6 +31,7 @@ from chromowatch.store.rows import (
     QueuedMail,
     ReportVersion,
     ReportVersionExists,
+    SampleContents,
     SampleCounts,
     SampleCrop,
     SampleImage,
@@ -225,13 +226,7 @@ class Store:
         names = [sample] if sample is not None else self.sample_names()
         out: list[SampleCounts] = []
         for name in names:
-            row = self._conn.execute("SELECT id FROM samples WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise StoreError(
-                    f"no sample named {name!r} in {self.path}",
-                    hint="`chromowatch results` lists the samples",
-                )
-            sid = row[0]
+            sid = self._require_sample(name)
             img = self._conn.execute(
                 "SELECT SUM(status = 'done'), SUM(status = 'failed') FROM images "
                 "WHERE sample_id = ?",
@@ -285,6 +280,65 @@ class Store:
             (sample_id,),
         )
         return {str(version): int(n) for version, n in rows}
+
+    # -- removing and renaming samples (`chromowatch sample`) -------------------------------
+
+    def sample_contents(self, sample: str) -> SampleContents:
+        """What a sample holds, counted (what `sample delete` would remove)."""
+        sid = self._require_sample(sample)
+        one = self._conn.execute
+        crops = "SELECT c.id FROM crops c JOIN images i ON i.id = c.image_id WHERE i.sample_id = ?"
+        reports = "SELECT id FROM reports WHERE sample_id = ?"
+        return SampleContents(
+            sample=sample,
+            images=one("SELECT COUNT(*) FROM images WHERE sample_id = ? AND status = 'done'",
+                       (sid,)).fetchone()[0],
+            failed_images=one("SELECT COUNT(*) FROM images WHERE sample_id = ? "
+                              "AND status = 'failed'", (sid,)).fetchone()[0],
+            crops=one(f"SELECT COUNT(*) FROM ({crops})", (sid,)).fetchone()[0],
+            predictions=one(f"SELECT COUNT(*) FROM predictions WHERE crop_id IN ({crops})",
+                            (sid,)).fetchone()[0],
+            labels=one(f"SELECT COUNT(*) FROM labels WHERE superseded_at IS NULL "
+                       f"AND crop_id IN ({crops})", (sid,)).fetchone()[0],
+            reports=one(f"SELECT COUNT(*) FROM ({reports})", (sid,)).fetchone()[0],
+            mails=one(f"SELECT COUNT(*) FROM outbox WHERE report_id IN ({reports})",
+                      (sid,)).fetchone()[0],
+            crop_files=tuple(r[0] for r in one(
+                "SELECT c.file FROM crops c JOIN images i ON i.id = c.image_id "
+                "WHERE i.sample_id = ? ORDER BY c.id", (sid,))),
+        )
+
+    def delete_sample(self, sample: str) -> SampleContents:
+        """Remove a sample and everything recorded of it, in one transaction: images, crops,
+        predictions, labels (with history), report versions, their mail, its completion
+        state and the daemon's ledger rows (a file still in a watched folder is processed
+        again). The files are the caller's to remove; returns what was deleted."""
+        contents = self.sample_contents(sample)
+        with self.transaction() as conn:
+            sid = self._require_sample(sample)
+            conn.execute("DELETE FROM outbox WHERE report_id IN "
+                         "(SELECT id FROM reports WHERE sample_id = ?)", (sid,))
+            conn.execute("DELETE FROM reports WHERE sample_id = ?", (sid,))
+            conn.execute("DELETE FROM images WHERE sample_id = ?", (sid,))  # crops cascade
+            conn.execute("DELETE FROM samples WHERE id = ?", (sid,))
+            conn.execute("DELETE FROM sample_state WHERE name = ?", (sample,))
+            conn.execute("DELETE FROM watched_files WHERE sample = ?", (sample,))
+        return contents
+
+    def rename_sample(self, old: str, new: str) -> None:
+        """Give a sample another name, everywhere it is recorded; an existing name is
+        refused (two samples are never merged by accident)."""
+        with self.transaction() as conn:
+            sid = self._require_sample(old)
+            taken = conn.execute(
+                "SELECT 1 FROM samples WHERE name = ? UNION "
+                "SELECT 1 FROM sample_state WHERE name = ?", (new, new)).fetchone()
+            if taken is not None:
+                raise UsageError(f"a sample named {new!r} already exists",
+                                 hint="choose another name, or delete that sample first")
+            conn.execute("UPDATE samples SET name = ? WHERE id = ?", (new, sid))
+            conn.execute("UPDATE sample_state SET name = ? WHERE name = ?", (new, old))
+            conn.execute("UPDATE watched_files SET sample = ? WHERE sample = ?", (new, old))
 
     # -- daemon: ledger of watched files (logic in ledger.py) -----------------------------
 
@@ -579,11 +633,17 @@ class Store:
         return [SampleImage(**row) for row in rows]
 
     def _require_sample(self, sample: str) -> int:
+        """The sample's id; an unknown name is the user's mistake (a usage error, exit 2),
+        answered with the names that would have worked."""
         row = self._conn.execute("SELECT id FROM samples WHERE name = ?", (sample,)).fetchone()
         if row is None:
-            raise StoreError(
+            names = self.sample_names()
+            shown = ", ".join(names[:20]) + (f" (and {len(names) - 20} more)"
+                                             if len(names) > 20 else "")
+            raise UsageError(
                 f"no sample named {sample!r} in {self.path}",
-                hint="`chromowatch results` lists the samples",
+                hint=f"known samples: {shown}" if names else
+                "no sample is stored yet: chromowatch process PATH --sample NAME",
             )
         return int(row[0])
 
@@ -770,6 +830,22 @@ class Store:
             ids.append(crop_id)
         return ids
 
+    def crops_without_pixel_hash(self) -> list[tuple[int, str]]:
+        """(crop id, file) of crops whose content hash is not known yet."""
+        return [(int(r[0]), str(r[1])) for r in self._conn.execute(
+            "SELECT id, file FROM crops WHERE pixels_sha256 IS NULL ORDER BY id")]
+
+    def set_pixel_hashes(self, items: Sequence[tuple[int, str]]) -> None:
+        """(crop id, sha256 of its pixels; "" for a crop file that cannot be read)."""
+        with self.transaction() as conn:
+            conn.executemany("UPDATE crops SET pixels_sha256 = ? WHERE id = ?",
+                             [(sha, crop_id) for crop_id, sha in items])
+
+    def crops_with_pixels(self, pixels_sha256: str) -> list[int]:
+        """Ids of the stored crops with exactly this content."""
+        return [int(r[0]) for r in self._conn.execute(
+            "SELECT id FROM crops WHERE pixels_sha256 = ? ORDER BY id", (pixels_sha256,))]
+
     def crops_of_image(self, image_id: int) -> list[ImageCrop]:
         """Every crop of an image (with or without predictions) and its confirmed label."""
         return [ImageCrop.from_row(r) for r in self._conn.execute(
@@ -779,12 +855,14 @@ class Store:
             (image_id,),
         )]
 
-    def set_labels(self, items: Sequence[tuple[int, str]], *, source: str, who: str) -> int:
+    def set_labels(self, items: Sequence[tuple[int, str]], *, source: str, who: str
+                   ) -> tuple[int, int]:
         """Confirm many crops' classes in one transaction, keeping history; a crop already
         confirmed as that class is left alone. Unknown crop ids are a StoreError (nothing is
-        written). Returns how many labels were added or changed."""
+        written). Returns (first labels of crops that had none, labels changed): a user
+        must not read "changed" when nothing was there before."""
         now = time.time()
-        changed = 0
+        first = changed = 0
         with self.transaction() as conn:
             for crop_id, cls in items:
                 if cls not in CLASS_NAMES:
@@ -809,8 +887,11 @@ class Store:
                     "VALUES (?,?,?,?,?)",
                     (crop_id, cls, source, who, now),
                 )
-                changed += 1
-        return changed
+                if row is None:
+                    first += 1
+                else:
+                    changed += 1
+        return first, changed
 
     def current_labels(self) -> list[CurrentLabel]:
         """Every crop's confirmed label with its crop file and sample, by crop id."""

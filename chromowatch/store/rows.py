@@ -38,6 +38,27 @@ class KnownImage:
 
 
 @dataclass(frozen=True)
+class SampleContents:
+    """What deleting a sample takes with it: counted first, so a person can confirm."""
+
+    sample: str
+    images: int
+    failed_images: int
+    crops: int
+    predictions: int
+    labels: int  # confirmed labels (current ones; their history goes too)
+    reports: int
+    mails: int
+    crop_files: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        return (f"sample {self.sample}: {self.images} image(s), {self.failed_images} failed "
+                f"file(s), {self.crops} crop(s), {self.predictions} prediction(s), "
+                f"{self.labels} confirmed label(s), {self.reports} report version(s), "
+                f"{self.mails} mail(s) in the outbox")
+
+
+@dataclass(frozen=True)
 class StoredCrop:
     """What the pipeline hands the store for one crop."""
 

@@ -168,4 +168,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX labels_current ON labels(superseded_at, crop_id);
     """,
+    # 5: each crop's content (sha256 of its decoded pixels), so a stored crop sorted into a
+    # class folder is recognised; NULL until computed from the crop file (labels import).
+    """
+    ALTER TABLE crops ADD COLUMN pixels_sha256 TEXT;
+    CREATE INDEX crops_pixels ON crops(pixels_sha256);
+    """,
 )

@@ -23,7 +23,7 @@ import numpy as np
 from chromowatch import ingest
 from chromowatch.enhance import enhance_whole
 from chromowatch.errors import InputImageError, UsageError
-from chromowatch.files import crop_dir, write_crop_png
+from chromowatch.files import crop_dir, pixels_sha256, write_crop_png
 from chromowatch.records import CLASS_NAMES, BBox, Spread
 from chromowatch.settings import Settings
 from chromowatch.store import ImageCrop, ImageRow, Store
@@ -42,9 +42,11 @@ def default_who() -> str:
 
 @dataclass
 class ImportSummary:
-    """What an import did: new crops, labels added or changed, unchanged, skipped files."""
+    """What an import did: new crops, first labels of stored crops, labels changed,
+    unchanged, skipped files."""
 
     added: int = 0
+    recorded: int = 0
     changed: int = 0
     unchanged: int = 0
     skipped: list[str] = field(default_factory=list)
@@ -53,7 +55,8 @@ class ImportSummary:
     def line(self) -> str:
         per_class = ", ".join(f"{c} {n}" for c, n in self.counts.items())
         skipped = f", {len(self.skipped)} file(s) skipped" if self.skipped else ""
-        return (f"{self.added} new labelled crops, {self.changed} labels changed, "
+        return (f"{self.added} new labelled crops, {self.recorded} labels recorded (first "
+                f"labels), {self.changed} labels changed, "
                 f"{self.unchanged} unchanged ({per_class}){skipped}")
 
 
@@ -75,9 +78,73 @@ def _read_or_skip(path: Path, settings: Settings, summary: ImportSummary) -> Spr
 
 def _relabel(store: Store, items: list[tuple[int, str]], summary: ImportSummary, *,
              source: str, who: str) -> None:
-    changed = store.set_labels(items, source=source, who=who) if items else 0
+    first, changed = store.set_labels(items, source=source, who=who) if items else (0, 0)
+    summary.recorded += first
     summary.changed += changed
-    summary.unchanged += len(items) - changed
+    summary.unchanged += len(items) - first - changed
+
+
+def hash_stored_crops(store: Store, settings: Settings) -> int:
+    """Fill in the content hash of every stored crop that has none yet (crops stored before
+    the hash existed, or by `process` and the daemon), from its file: each file is read
+    once, ever. A file that cannot be read gets "" and is not matched. Returns how many."""
+    missing = store.crops_without_pixel_hash()
+    if not missing:
+        return 0
+    log.info("hashing the content of %d stored crop(s), once", len(missing))
+    hashes = []
+    for crop_id, file in missing:
+        try:
+            hashes.append((crop_id, pixels_sha256(ingest.read_spread(file, settings.ingest).rgb)))
+        except InputImageError as exc:
+            log.warning("stored crop %d cannot be read, so it cannot be matched: %s",
+                        crop_id, exc.problem)
+            hashes.append((crop_id, ""))
+    store.set_pixel_hashes(hashes)
+    return len(hashes)
+
+
+@dataclass(frozen=True)
+class _FolderImport:
+    """One import-folder run: where the crops go, and who and what it records."""
+
+    store: Store
+    settings: Settings
+    enhanced: bool
+    sample: str
+    source: str
+    who: str
+
+
+def _stored_matches(run: _FolderImport, path: Path, crop: Spread) -> list[int] | None:
+    """The stored crops this file is: the same file (by its bytes) imported before, or a
+    crop file of the store copied or re-saved (by its pixels). None: a new crop."""
+    known = run.store.find_image(crop.sha256)
+    if known is not None:
+        crops = run.store.crops_of_image(known.id)
+        if len(crops) == 1:
+            return [crops[0].id]
+        log.warning("%s: already stored as a spread with %d crops; not imported",
+                    path, len(crops))
+        return []
+    matches = run.store.crops_with_pixels(pixels_sha256(crop.rgb))
+    if matches:
+        log.info("%s: the content of stored crop(s) %s: labelled, not added again", path,
+                 ", ".join(map(str, matches)))
+        return matches
+    return None
+
+
+def _add_crop(run: _FolderImport, path: Path, crop: Spread, cls: str) -> None:
+    """Store a new crop image with its label (and its content hash, so it matches later)."""
+    image = crop.rgb if run.enhanced else enhance_whole(crop.rgb, run.settings.enhance)
+    file = write_crop_png(crop_dir(run.settings.paths.crops, crop.sha256), 0, image)
+    h, w = crop.rgb.shape[:2]
+    image_row = ImageRow(path=str(path.resolve()), sample=run.sample, sha256=crop.sha256,
+                         size=crop.size_bytes, width=w, height=h)
+    ids = run.store.save_labelled_image(image_row, [(BBox(0, 0, w, h), file, cls)],
+                                        source=run.source, who=run.who)
+    run.store.set_pixel_hashes([(ids[0], pixels_sha256(image))])
 
 
 def import_folder(
@@ -88,7 +155,9 @@ def import_folder(
 
     `enhanced`: the crops already went through the paper's enhancement (white background,
     like the published crops) and are stored as they are; otherwise they are enhanced here
-    by the pipeline's own step. The sample defaults to the folder's name.
+    by the pipeline's own step. The sample defaults to the folder's name. A file that is a
+    stored crop (the same file imported before, or a crop file of the store copied into a
+    class folder, matched by its pixels) labels that crop instead of adding one.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -98,9 +167,9 @@ def import_folder(
     if not classes:
         raise UsageError(f"{folder} has no class folders",
                          hint="put the crops of each class in a/ (or A/), b/ and c/")
-    sample = sample or folder.resolve().name
-    who = who or default_who()
-    source = f"import-folder:{folder.resolve()}"
+    run = _FolderImport(store, settings, enhanced, sample or folder.resolve().name,
+                        f"import-folder:{folder.resolve()}", who or default_who())
+    hash_stored_crops(store, settings)
     summary = ImportSummary()
     relabel: list[tuple[int, str]] = []
     for class_dir, cls in classes.items():
@@ -108,27 +177,16 @@ def import_folder(
             crop = _read_or_skip(path, settings, summary)
             if crop is None:
                 continue
-            rgb, sha256 = crop.rgb, crop.sha256
             summary.counts[cls] += 1
-            known = store.find_image(sha256)
-            if known is not None:
-                crops = store.crops_of_image(known.id)
-                if len(crops) == 1:
-                    relabel.append((crops[0].id, cls))
-                else:
-                    log.warning("%s: already stored as a spread with %d crops; not imported",
-                                path, len(crops))
-                    summary.skipped.append(str(path))
-                continue
-            image = rgb if enhanced else enhance_whole(rgb, settings.enhance)
-            file = write_crop_png(crop_dir(settings.paths.crops, sha256), 0, image)
-            h, w = rgb.shape[:2]
-            image_row = ImageRow(path=str(path.resolve()), sample=sample, sha256=sha256,
-                                 size=crop.size_bytes, width=w, height=h)
-            store.save_labelled_image(image_row, [(BBox(0, 0, w, h), file, cls)], source=source,
-                                      who=who)
-            summary.added += 1
-    _relabel(store, relabel, summary, source=source, who=who)
+            matches = _stored_matches(run, path, crop)
+            if matches is None:
+                _add_crop(run, path, crop, cls)
+                summary.added += 1
+            elif matches:
+                relabel.extend((crop_id, cls) for crop_id in matches)
+            else:
+                summary.skipped.append(str(path))
+    _relabel(store, relabel, summary, source=run.source, who=run.who)
     return summary
 
 

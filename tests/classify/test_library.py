@@ -139,3 +139,15 @@ def test_describe_library(library: ModelLibrary) -> None:
     ]
     assert rows[0]["metrics"] == {"accuracy": 0.5}
     json.dumps(rows)  # plain data, ready for --json
+
+
+def test_unknown_ensemble_lists_the_installed_ones(library: ModelLibrary,
+                                                   tmp_path: Path) -> None:
+    library.save_ensemble("one", ["m1"])
+    library.save_ensemble("two", ["m2"])
+    with pytest.raises(ModelError, match="no ensemble named 'three'") as info:
+        library.load_ensemble("three")
+    assert "installed ensembles: one, two" in str(info.value)
+    with pytest.raises(ModelError) as none:
+        ModelLibrary(tmp_path / "empty").load_ensemble("three")
+    assert "no ensemble is installed" in str(none.value) and FETCH in str(none.value)

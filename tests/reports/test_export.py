@@ -64,5 +64,5 @@ def test_metaphases_to_a_file(db: Path, tmp_path: Path) -> None:
 
 
 def test_unknown_sample_is_a_clear_error(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["export", "--sample", "nope", "--format", "csv"]) == 5
+    assert main(["export", "--sample", "nope", "--format", "csv"]) == 2  # usage (issue 16)
     assert "no sample named 'nope'" in capsys.readouterr().err

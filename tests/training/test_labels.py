@@ -179,3 +179,63 @@ def test_real_labels_import(real_data: Path, settings: Settings) -> None:
                                  real_data / "ddx11" / "labels", sample="ddx11")
         assert ddx.added == 342 and ddx.counts == {"A": 67, "B": 146, "C": 129}
         assert len(store.current_labels()) == 993
+
+
+def test_first_labels_of_stored_crops_are_not_called_changed(
+        settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16 item 12: labelling crops that never had a label said "3 labels changed"."""
+    from chromowatch.cli import main
+    from tests.test_store import _save
+
+    with Store.open(settings.paths.db) as store:
+        crops = store.image_crops(_save(store, "aa", "ABC"))
+    review = tmp_path / "review.csv"
+    review.write_text("crop_id,class\n" + "".join(f"{c.id},B\n" for c in crops))
+    assert main(["labels", "import-csv", str(review)]) == 0
+    out = capsys.readouterr().out
+    assert "3 labels recorded (first labels), 0 labels changed, 0 unchanged" in out
+    review.write_text(f"crop_id,class\n{crops[0].id},C\n{crops[1].id},B\n")
+    assert main(["labels", "import-csv", str(review)]) == 0
+    assert "0 labels recorded (first labels), 1 labels changed, 1 unchanged" in \
+        capsys.readouterr().out
+
+
+def test_stored_crops_sorted_into_folders_are_labelled_not_added(
+        settings: Settings, tmp_path: Path) -> None:
+    """Issue 16 item 3: copies of a sample's own stored crops (one byte for byte, one
+    re-saved with other PNG settings: same pixels, other bytes) label those crops."""
+    from chromowatch.classify.library import ModelLibrary
+    from chromowatch.demo.synth import write_dataset
+    from chromowatch.pipeline import process_file
+    from tests.helpers import install_tiny_model
+
+    install_tiny_model(settings.paths.models)
+    ensemble = ModelLibrary(settings.paths.models).load_ensemble("current", device="cpu")
+    [spread, *_] = write_dataset(tmp_path / "syn", samples=1, spreads=1, seed=3)
+    with Store.open(settings.paths.db) as store:
+        done = process_file(spread, sample="s", settings=settings, store=store,
+                            ensemble=ensemble)
+        before = store.sample_counts("s")[0]
+    first, second = done.crops[0], done.crops[1]
+    sorted_dir = tmp_path / "sorted"
+    (sorted_dir / "b").mkdir(parents=True)
+    (sorted_dir / "b" / "one.png").write_bytes(Path(first.file).read_bytes())
+    pixels = cv2.imread(second.file, cv2.IMREAD_UNCHANGED)
+    resaved = sorted_dir / "b" / "two.png"
+    assert cv2.imwrite(str(resaved), pixels, [cv2.IMWRITE_PNG_COMPRESSION, 0])
+    assert resaved.read_bytes() != Path(second.file).read_bytes()
+    with Store.open(settings.paths.db) as store:
+        summary = labels.import_folder(store, settings, sorted_dir, enhanced=True, sample="s")
+        after = store.sample_counts("s")[0]
+        confirmed = {r.crop_id: r.cls for r in store.current_labels()}
+        again = labels.import_folder(store, settings, sorted_dir, enhanced=True, sample="s")
+    assert (summary.added, summary.recorded, summary.skipped) == (0, 2, [])
+    assert (after.images, after.crops) == (before.images, before.crops)
+    crop_ids = {c.index: c.id for c in store_crops(settings, done.image_id)}
+    assert confirmed == {crop_ids[first.index]: "B", crop_ids[second.index]: "B"}
+    assert (again.added, again.unchanged) == (0, 2)
+
+
+def store_crops(settings: Settings, image_id: int | None) -> list:  # type: ignore[type-arg]
+    with Store.open(settings.paths.db) as store:
+        return store.crops_of_image(int(image_id or 0))
