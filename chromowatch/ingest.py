@@ -265,3 +265,15 @@ def list_images(paths: list[Path], settings: IngestSettings) -> list[Path]:
         else:
             found.append(p)
     return found
+
+
+def file_sha256(path: Path, settings: IngestSettings) -> str | None:
+    """The content hash `read_spread` would give, read in chunks without decoding; None when
+    the file cannot be read or is too large (reading it properly then says why)."""
+    try:
+        if path.stat().st_size > settings.max_file_mb * 1024 * 1024:
+            return None
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from chromowatch import __version__, pipeline
+from chromowatch import __version__, ingest, pipeline
 from chromowatch.errors import ChromowatchError, UsageError
 from chromowatch.records import Prediction
 from chromowatch.service.connections import ThreadStores
@@ -251,11 +251,30 @@ class Daemon:
         if self._accepting.is_set() and self.model.ensemble is not None:
             room = min(self.pool.idle(),
                        self._classify_q.maxsize - self._classify_q.qsize())
-            for job in ledger.claim(room):
-                with self._in_flight_lock:
-                    self._in_flight[job.id] = job
-                log.debug("file %d: processing %s", job.id, job.path)
-                self.pool.submit(Task(job.id, job.path))
+            while room > 0:  # duplicates take no worker: claim again in their place
+                claimed = ledger.claim(room)
+                if not claimed:
+                    break
+                jobs = [job for job in claimed if not self._stored_already(ledger, job)]
+                for job in jobs:
+                    with self._in_flight_lock:
+                        self._in_flight[job.id] = job
+                    log.debug("file %d: processing %s", job.id, job.path)
+                    self.pool.submit(Task(job.id, job.path))
+                room -= len(jobs)
+
+    def _stored_already(self, ledger: Ledger, job: Job) -> bool:
+        """A file whose content is stored already is recorded as a duplicate at once, by its
+        hash: segmenting and classifying it (90 s with 30 models on a CPU) would be wasted."""
+        sha256 = ingest.file_sha256(Path(job.path), self.settings.ingest)
+        known = ledger.store.find_image(sha256) if sha256 else None
+        if sha256 is None or known is None:
+            return False
+        ledger.done(job, sha256=sha256, image_id=known.id, crops=0, duplicate=True)
+        self.stats.count("duplicate")
+        log.info("file %d duplicate: %s has the content of image %d (%s, sample %s); "
+                 "not processed again", job.id, job.path, known.id, known.path, known.sample)
+        return True
 
     def _handle_prepared(self, ledger: Ledger, result: TaskResult) -> None:
         with self._in_flight_lock:
@@ -418,6 +437,7 @@ class Daemon:
             "workers": self.pool.size,
             "worker_replacements": self.pool.replaced,
             "retrain_last_success": retrain.last_success_at if retrain else None,
+            "retrain_scheduled": self.retrainer.scheduled,
         }
         self._snapshot = snap
         return snap
