@@ -1,7 +1,8 @@
 """Nightly retraining: the schedule, the training subprocess, and catching up a missed night.
 
 apscheduler runs `Retrainer.run_once` at `schedule.retrain_cron`; with `schedule.catch_up` a
-night missed while the daemon was stopped runs at start. The training command runs as a
+night missed while the daemon was stopped runs at start (not at the first start: nothing was
+missed before retraining was ever scheduled). The training command runs as a
 subprocess, niced from its first instruction, never two at once, stopped after
 `schedule.retrain_timeout_hours`; whatever it does, the daemon goes on. A promoted model is
 picked up by the classifier thread (service/model.py).
@@ -10,6 +11,7 @@ picked up by the classifier thread (service/model.py).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -60,10 +62,12 @@ class Retrainer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
         self._scheduler: Any = None
+        self.scheduled = False  # this daemon schedules retraining (kept in its state)
 
     def start(self) -> None:
         """Schedule the nightly job (when schedule.retrain); run a missed night now."""
         sched = self.settings.schedule
+        self.scheduled = sched.retrain
         if not sched.retrain:
             return
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -91,13 +95,30 @@ class Retrainer:
                               name="missed retraining")
 
     def _missed(self, trigger: Any) -> bool:
+        """A night passed since the last retraining, or since a daemon that had it scheduled
+        started; a daemon that never scheduled it (a first start, the demo) missed nothing."""
         missed = last_due_before(trigger, datetime.now(trigger.timezone))
-        job = self.stores.get().job_row(RETRAIN_JOB)
-        last = job.last_started_at if job else None
-        if missed is not None and (last is None or last < missed.timestamp()):
+        since = self._scheduled_since()
+        if missed is not None and since is not None and since < missed.timestamp():
             log.info("retraining due at %s was missed while stopped; running it now", missed)
             return True
         return False
+
+    def _scheduled_since(self) -> float | None:
+        """When retraining last ran, or else when a previous daemon that scheduled it started
+        (its state, read before this daemon writes its own)."""
+        store = self.stores.get()
+        job = store.job_row(RETRAIN_JOB)
+        if job is not None and job.last_started_at is not None:
+            return job.last_started_at
+        state = store.daemon_state_read()
+        if state is None:
+            return None
+        try:
+            scheduled = bool(json.loads(state.info).get("retrain_scheduled"))
+        except (ValueError, AttributeError):
+            scheduled = False
+        return state.started_at if scheduled else None
 
     def stop_schedule(self) -> None:
         if self._scheduler is not None:
@@ -117,7 +138,9 @@ class Retrainer:
         if cmd:
             return cmd
         config = ["--config", self.config] if self.config else []
-        return [sys.executable, "-m", "chromowatch", *config, "train"]
+        # -P: a folder named chromowatch in the working directory (a clone) must not shadow
+        # the installed package (ImportError: cannot import name '__version__')
+        return [sys.executable, "-P", "-m", "chromowatch", *config, "train"]
 
     def run_once(self) -> None:
         """Run the training command; never two at once, at low CPU priority, with a timeout."""

@@ -27,8 +27,9 @@ import pytest
 from chromowatch.classify.library import ModelLibrary
 from chromowatch.demo.synth import write_dataset
 from chromowatch.service.daemon import Daemon
-from chromowatch.service.retrain import last_due_before
+from chromowatch.service.retrain import RETRAIN_JOB, last_due_before
 from chromowatch.settings import Settings
+from chromowatch.store import Store
 from tests.helpers import install_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -553,6 +554,9 @@ def test_nightly_retraining_catches_up_and_failures_do_not_stop_the_daemon(
              f"retrain_command = {json.dumps(cmd)}\nretrain_nice = 7\n")
     config = write_config(env["config"], env["data"], env["models"], [env["inbox"]])
     config.write_text(config.read_text().replace("[schedule]\nretrain = false\n", "") + extra)
+    # a retraining ran three days ago (issue 16: a first start has missed nothing)
+    with Store.open(env["db"]) as store:
+        store.job_started(RETRAIN_JOB, time.time() - 3 * 86400)
     d = DaemonProcess(config, env["tmp"])
     try:
         d.wait_ready()
