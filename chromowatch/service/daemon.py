@@ -39,9 +39,9 @@ from chromowatch.service.ledger import BACKLOG_STATES, Job, Ledger
 from chromowatch.service.metrics import MetricsPublisher
 from chromowatch.service.model import CurrentModel
 from chromowatch.service.retrain import RETRAIN_JOB, Retrainer
-from chromowatch.service.samples import Completion, Hooks
+from chromowatch.service.samples import Completion, Hooks, mail_wait_s, settle_outbox
 from chromowatch.service.sdnotify import Notifier
-from chromowatch.service.status import print_completion
+from chromowatch.service.status import print_completion, print_mail
 from chromowatch.service.watch import Watcher, root_problem, watch_roots
 from chromowatch.service.workers import Task, TaskResult, WorkerPool
 from chromowatch.settings import Settings, load_settings
@@ -390,8 +390,7 @@ class Daemon:
                 next_beat = now + (min(beat_s, 0.5) if self.until_complete else beat_s)
                 self._beat()
                 if self.until_complete and self._all_complete():
-                    return print_completion(self.settings, self.stores.get(),
-                                            self._snapshot.get("model_version"), self.out)
+                    return self._finish()
             time.sleep(0.1)
 
     def _healthy(self) -> bool:
@@ -450,6 +449,20 @@ class Daemon:
             return False
         rows = self.stores.get().sample_state_rows()
         return bool(rows) and all(r.completed_at is not None for r in rows)
+
+    def _finish(self) -> int:
+        """A run to completion ends: its mail delivered (or given up on, within a bound), then
+        the summary, then what became of the mail."""
+        store = self.stores.get()
+        entries = []
+        if self.settings.mail.enabled:
+            names = {r.name for r in store.sample_state_rows()}
+            entries = settle_outbox(self.settings, store, names, since=self.started_at,
+                                    wait_s=mail_wait_s(self.settings.mail))
+        code = print_completion(self.settings, store, self._snapshot.get("model_version"),
+                                self.out)
+        print_mail(entries, self.out)
+        return code
 
     # -- configuration reload --------------------------------------------------------------
 

@@ -20,10 +20,12 @@ from pathlib import Path, PurePosixPath
 from chromowatch.reports import mail, publish
 from chromowatch.service.connections import ThreadStores
 from chromowatch.service.ledger import Ledger
-from chromowatch.settings import SamplesSettings, Settings
-from chromowatch.store import Store
+from chromowatch.settings import MailSettings, SamplesSettings, Settings
+from chromowatch.store import OutboxEntry, Store
 
 log = logging.getLogger(__name__)
+
+MAIL_WAIT_MAX_S = 180.0  # a run to completion waits at most this long for its mail
 
 
 @dataclass(frozen=True)
@@ -156,3 +158,30 @@ class Hooks:
             return
         if sent:
             log.info("sent %d report email(s)", sent)
+
+
+def mail_wait_s(settings: MailSettings) -> float:
+    """How long a run to completion waits for its mail: the first retries, at most 3 min."""
+    return min(MAIL_WAIT_MAX_S, 3 * settings.retry_base_s)
+
+
+def settle_outbox(settings: Settings, store: Store, samples: set[str], *, since: float,
+                  wait_s: float) -> list[OutboxEntry]:
+    """Send these samples' mail now and retry it for up to `wait_s`, so that a run to
+    completion does not exit with it still pending; the mail as it ended up (sent during this
+    run, or not sent: pending or refused)."""
+    deadline = time.monotonic() + wait_s
+    waiting_said = False
+    while True:
+        mail.flush_outbox(settings, store)
+        entries = [e for e in store.outbox_rows() if e.sample in samples
+                   and (e.status != "sent" or (e.sent_at or 0.0) >= since)]
+        unsettled = [e for e in entries if e.status in ("pending", "sending")]
+        left = deadline - time.monotonic()
+        if not unsettled or left <= 0:
+            return entries
+        if not waiting_said:
+            log.info("waiting up to %.0f s for the mail of %s", left,
+                     ", ".join(sorted({e.sample for e in unsettled})))
+            waiting_said = True
+        time.sleep(min(0.5, left))

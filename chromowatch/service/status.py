@@ -19,7 +19,7 @@ from chromowatch.service.ledger import BACKLOG_STATES, Ledger
 from chromowatch.service.retrain import RETRAIN_JOB
 from chromowatch.service.watch import root_problem, watch_roots
 from chromowatch.settings import Settings
-from chromowatch.store import DaemonState, Store
+from chromowatch.store import DaemonState, OutboxEntry, Store
 
 
 def _pid_alive(pid: int) -> bool:
@@ -162,3 +162,16 @@ def print_completion(settings: Settings, store: Store, model_version: str | None
     if reports.is_dir():
         print(f"reports:  {reports}", file=out)
     return 3 if quarantined else 0
+
+
+def print_mail(entries: list[OutboxEntry], out: TextIO) -> None:
+    """What became of a run's report mail: sent to whom, or why not and where it waits."""
+    if entries:
+        print("", file=out)
+    for e in entries:
+        if e.status == "sent":
+            print(f"mail for {e.sample} sent to {', '.join(e.recipients)}", file=out)
+        else:
+            why = e.last_error or "not tried yet"
+            print(f"mail for {e.sample} not delivered: {why}; it stays in the outbox: "
+                  "chromowatch outbox", file=out)

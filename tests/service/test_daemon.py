@@ -31,6 +31,7 @@ from chromowatch.service.retrain import RETRAIN_JOB, last_due_before
 from chromowatch.settings import Settings
 from chromowatch.store import Store
 from tests.helpers import install_tiny_model
+from tests.reports.test_mail import Inbox, free_port, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -531,6 +532,28 @@ def test_until_complete_exits_and_says_where_results_are(env: dict[str, Path],
     assert "all samples complete" in r.stdout
     assert f"results:  {env['db']}" in r.stdout
     assert "S1" in r.stdout
+
+
+def test_until_complete_waits_for_the_mail_and_says_so(env: dict[str, Path],
+                                                       base_spreads: list[np.ndarray]) -> None:
+    """The run does not exit with the sample's mail still pending (issue 16)."""
+    port, inbox = free_port(), Inbox()
+    controller = start_server(port, inbox)
+    try:
+        write_config(env["config"], env["data"], env["models"], [env["inbox"]],
+                     f'[report]\nformats = ["html"]\n[mail]\nenabled = true\n'
+                     f'host = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+                     f'[mail.recipients]\n"*" = ["lab@lab.example"]\n')
+        (env["inbox"] / "S1" / "a.png").write_bytes(spread_bytes(base_spreads, 1, 1200)[0])
+        (env["inbox"] / "S1" / "DONE").write_text("")
+        r = subprocess.run([sys.executable, "-m", "chromowatch", "--config",
+                            str(env["config"]), "run", "--until-complete"],
+                           capture_output=True, text=True, cwd=REPO, timeout=120)
+    finally:
+        controller.stop()
+    assert r.returncode == 0, r.stderr
+    assert "mail for S1 sent to lab@lab.example" in r.stdout
+    assert len(inbox.envelopes) == 1
 
 
 def test_second_daemon_on_the_same_database_is_refused(env: dict[str, Path]) -> None:
