@@ -54,6 +54,37 @@ def _offline_view(settings: Settings) -> tuple[list[dict[str, Any]], str | None]
     return sources, model
 
 
+def _samples(store: Store) -> list[dict[str, Any]]:
+    """Each tracked sample's state and where its latest report is ("report" is the state of
+    the completion hook, which is "done" also when there was nothing to report)."""
+    own = set(store.sample_names())
+    out = []
+    for r in store.sample_state_rows():
+        latest = store.latest_report(r.name) if r.name in own else None
+        out.append({
+            "sample": r.name,
+            "state": ("complete" if r.completed_at else "closed" if r.closed_at else "open"),
+            "close_reason": r.close_reason, "report": r.hook_state,
+            "report_error": r.hook_error, "has_images": r.name in own,
+            "report_version": latest.version if latest else None,
+            "report_html": latest.html_path if latest else None,
+            "report_pdf": latest.pdf_path if latest else None,
+        })
+    return out
+
+
+def _report_text(smp: dict[str, Any]) -> str:
+    """Where the sample's latest report is, or why there is none."""
+    failed = (f"report FAILED: {smp['report_error']}; "
+              if smp["report"] == "failed" else "")
+    if smp["report_version"] is not None:
+        files = ", ".join(f for f in (smp["report_html"], smp["report_pdf"]) if f)
+        return f"{failed}report version {smp['report_version']}: {files}"
+    why = (" (its files duplicate other samples' files)"
+           if smp["state"] == "complete" and not smp["has_images"] else "")
+    return f"{failed}no report yet{why}"
+
+
 def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
     """What `chromowatch status` shows, from the database (and the daemon's last heartbeat)."""
     now = time.time()
@@ -69,12 +100,7 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
     else:
         sources, model = _offline_view(settings)
     retrain = store.job_row(RETRAIN_JOB)
-    samples = [
-        {"sample": r.name,
-         "state": ("complete" if r.completed_at else "closed" if r.closed_at else "open"),
-         "close_reason": r.close_reason, "report": r.hook_state}
-        for r in store.sample_state_rows()
-    ]
+    samples = _samples(store)
     problems = [
         {"id": r.id, "path": r.path, "state": r.state, "attempts": r.attempts,
          "error": r.last_error}
@@ -128,8 +154,8 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"source:     {src['root']}: {state}")
     for smp in st["samples"]:
         extra = f" ({smp['close_reason']})" if smp["close_reason"] else ""
-        report = f", report {smp['report']}" if smp["report"] else ""
-        lines.append(f"sample:     {smp['sample']}: {smp['state']}{extra}{report}")
+        lines.append(f"sample:     {smp['sample']}: {smp['state']}{extra}, "
+                     f"{_report_text(smp)}")
     r = st["retrain"]
     if r:
         err = f": {r['last_error']}" if r["last_error"] else ""
