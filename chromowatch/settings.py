@@ -459,6 +459,11 @@ class DaemonSettings(Section):
     max_attempts: int = Field(
         4, ge=1, description="Tries per file before it is quarantined with its reason."
     )
+    incomplete_wait_s: float = Field(
+        60.0, ge=0, description="A file that looks cut short (truncated, corrupt, empty) and "
+        "changed less than this long ago is still being written: it is waited for quietly, "
+        "without using a try."
+    )
     retry_backoff_s: float = Field(
         30.0, gt=0, description="Wait before the first retry; doubles with each attempt."
     )

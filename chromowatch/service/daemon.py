@@ -49,6 +49,8 @@ from chromowatch.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 STALL_S = 120.0  # a core thread that has not gone round its loop for this long is stuck
+# errors of a file that may still be being written (ingest's words)
+INCOMPLETE = ("truncated", "corrupt", "empty file")
 
 
 @dataclass
@@ -290,7 +292,34 @@ class Daemon:
                 except queue.Full:
                     if self.loops[0].stop_event.is_set():
                         return  # stopping: the file stays "processing" and is rolled back
-        self._fail(ledger, job, result.error or "no result")
+        error = result.error or "no result"
+        if not self._still_written(ledger, job, error):
+            self._fail(ledger, job, error)
+
+    def _still_written(self, ledger: Ledger, job: Job, error: str) -> bool:
+        """A file still being written is not a failure: it goes back to waiting for stability,
+        quietly and without using an attempt. It grew since it was claimed, or it looks cut
+        short and changed less than daemon.incomplete_wait_s ago (a writer pausing longer than
+        the stability delay). Cut short and unchanged for longer, it stays incomplete: that is
+        a failure (warned, retried, quarantined)."""
+        try:
+            st = os.stat(job.path)
+        except OSError:
+            return False
+        row = ledger.lookup([job.path]).get(job.path)
+        if row is None:
+            return False
+        if (row.size, row.mtime) == (st.st_size, st.st_mtime):
+            age = time.time() - st.st_mtime
+            cut_short = any(word in error for word in INCOMPLETE)
+            if not cut_short or not 0 <= age < self.settings.daemon.incomplete_wait_s:
+                return False
+        with self._in_flight_lock:
+            self._in_flight.pop(job.id, None)
+        ledger.wait_again(job, st.st_size, st.st_mtime)
+        self.watcher.events.put(("touch", job.path, False))  # its stability is watched again
+        log.debug("file %d is still being written (%s); waiting for it", job.id, error)
+        return True
 
     def _fail(self, ledger: Ledger, job: Job, error: str) -> None:
         with self._in_flight_lock:

@@ -147,6 +147,11 @@ class Ledger:
                     attempts, self.settings.max_attempts, wait, job.path, error)
         return "failed"
 
+    def wait_again(self, job: Job, size: int, mtime: float) -> None:
+        """A file still being written goes back to waiting for stability; no attempt is used."""
+        self.store.ledger_add_seen([(job.path, job.root, job.sample, job.metaphase, size,
+                                     mtime)], time.time())
+
     def quarantine_on_sight(self, c: Candidate, reason: str) -> None:
         """Refuse a file without trying it (e.g. a symbolic link leading out of the root)."""
         row = self.store.ledger_lookup([c.path]).get(c.path)

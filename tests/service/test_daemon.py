@@ -98,6 +98,7 @@ workers = 1
 heartbeat_s = 0.5
 retry_backoff_s = 0.3
 max_attempts = 2
+incomplete_wait_s = 2
 stop_timeout_s = 30
 model_check_s = 0.5
 [schedule]
@@ -554,6 +555,31 @@ def test_until_complete_waits_for_the_mail_and_says_so(env: dict[str, Path],
     assert r.returncode == 0, r.stderr
     assert "mail for S1 sent to lab@lab.example" in r.stdout
     assert len(inbox.envelopes) == 1
+
+
+def test_a_file_written_in_chunks_is_waited_for_quietly(env: dict[str, Path],
+                                                        base_spreads: list[np.ndarray]) -> None:
+    """Pauses between chunks longer than the stability delay: each pause made the file look
+    done, and each try logged `WARNING ... failed (attempt 1 of 4 ...): truncated PNG` (issue
+    16). A file that is still growing is waited for without a warning or a used attempt."""
+    db, path = env["db"], env["inbox"] / "S1" / "chunked.png"
+    data = spread_bytes(base_spreads, 1, offset=1300)[0]
+    d = DaemonProcess(env["config"], env["tmp"])
+    try:
+        d.wait_ready()
+        step = len(data) // 5 + 1
+        for i in range(0, len(data), step):
+            with path.open("ab") as fh:
+                fh.write(data[i:i + step])
+            time.sleep(1.5)
+        wait_for(finished(db, 1), 60, "the chunked file")
+        assert states(db) == {str(path): "done"}
+        assert query(db, "SELECT attempts FROM watched_files") == [(0,)]
+        assert "truncated" not in d.log and "WARNING" not in d.log, d.log
+        d.signal(signal.SIGTERM)
+        assert d.wait(60) == 0
+    finally:
+        d.close()
 
 
 def test_second_daemon_on_the_same_database_is_refused(env: dict[str, Path]) -> None:
