@@ -6,11 +6,14 @@ each of those becomes one InputImageError naming the file, never a half-processe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import math
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -123,8 +126,10 @@ def _probe_size(path: Path, fmt: str, data: bytes) -> tuple[int, int]:
     """
     Image.MAX_IMAGE_PIXELS = None  # our own limit applies, checked by the caller
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return int(im.size[0]), int(im.size[1])
+        with warnings.catch_warnings():  # e.g. "Corrupt EXIF data" of a cut TIFF, on stderr
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                return int(im.size[0]), int(im.size[1])
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         log.debug("%s: the image library cannot read the %s header: %s", path, fmt, exc)
         name = fmt.upper()
@@ -170,6 +175,18 @@ def to_rgb8(image: np.ndarray, path: str) -> tuple[np.ndarray, int, int]:
     return np.ascontiguousarray(rgb), depth, channels
 
 
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV's decoders print their own lines (`TIFF_Error ... Read error at scanline`) on
+    stderr for a damaged file; the InputImageError raised here is the one message."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def decode_bytes(data: bytes, path: Path, settings: IngestSettings) -> np.ndarray:
     """Decoded pixels (OpenCV order, native depth) after format, completeness and size checks."""
     if not data:
@@ -191,7 +208,8 @@ def decode_bytes(data: bytes, path: Path, settings: IngestSettings) -> np.ndarra
             hint="raise ingest.max_pixels if this is a genuine spread",
         )
     buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    with _opencv_quiet():
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise InputImageError(
             str(path), f"corrupt {fmt.upper()} file (the decoder could not read the pixels)"

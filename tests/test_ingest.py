@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
+from io import BytesIO
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from chromowatch.errors import InputImageError
 from chromowatch.ingest import (
@@ -221,3 +224,26 @@ def test_damaged_png_says_what_the_file_is_and_what_to_do(tmp_path: Path, body: 
     assert "not a readable PNG image" in error.problem and "damaged" in error.problem
     assert "0x" not in str(error) and "BytesIO" not in str(error)
     assert error.hint is not None and "re-export" in error.hint
+
+
+def test_a_truncated_tiff_gives_one_message_and_no_opencv_noise(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """OpenCV's own `TIFF_Error ... Read error at scanline` lines went to stderr beside
+    chromowatch's message (issue 16)."""
+    pixels = (np.random.default_rng(1).random((400, 300, 3)) * 255).astype(np.uint8)
+    buf = BytesIO()
+    Image.fromarray(pixels).save(buf, format="TIFF")
+    path = tmp_path / "cut.tif"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 6 // 10])
+    capfd.readouterr()
+    with pytest.raises(InputImageError, match="TIFF"):
+        read_spread(path, IngestSettings())
+    err = capfd.readouterr().err
+    assert "TIFF_Error" not in err and "grfmt_tiff" not in err and "imdecode" not in err, err
+    # cut in its header, PIL warned "Corrupt EXIF data" (on stderr, outside pytest)
+    ok, encoded = cv2.imencode(".tif", pixels)
+    assert ok
+    path.write_bytes(encoded.tobytes()[: encoded.size // 2])
+    with warnings.catch_warnings(), pytest.raises(InputImageError, match="TIFF"):
+        warnings.simplefilter("error")
+        read_spread(path, IngestSettings())
