@@ -119,6 +119,10 @@ def run_job(settings: Settings, request: TrainRequest, result_path: str, log_lev
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = train_candidate(settings, request)
+    except KeyboardInterrupt:
+        # Ctrl+C reaches the whole foreground group: the parent says "interrupted"; a
+        # traceback from here too would only bury that
+        raise SystemExit(130) from None
     except ModelError as exc:  # includes TrainingError
         result = {"ok": False, "error": str(exc)}
     except Exception as exc:  # reported by the parent, which stays up
