@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from chromowatch.settings import Settings
 from chromowatch.store import Store, fingerprint_labels
+from chromowatch.training import job
 from chromowatch.training.job import TrainRequest
 
 
@@ -74,10 +76,6 @@ def interrupted_job(settings: Settings, request: TrainRequest, result_path: str,
                     level: str) -> None:
     """The real entry point, training stood in for by a long sleep (Ctrl+C arrives there);
     `<result_path>.started` says it is under way."""
-    import time
-
-    from chromowatch.training import job
-
     def train_for_a_while(settings: Settings, request: TrainRequest) -> dict[str, object]:
         Path(result_path + ".started").write_text("")
         time.sleep(60)
