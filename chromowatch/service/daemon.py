@@ -194,9 +194,25 @@ class Daemon:
     def run(self) -> int:
         with _single_instance(self.settings.paths.db):
             try:
-                return self._run()
+                code = self._run()
             finally:
                 self.stores.close_mine()
+        self._leave_if_busy(code)
+        return code
+
+    def _leave_if_busy(self, code: int) -> None:
+        """A core thread still inside a native call (torch classifying past stop_timeout_s; its
+        files are rolled back already) aborts the interpreter's exit with `terminate called
+        without an active exception`: leave without that teardown."""
+        busy = [lp.name for lp in getattr(self, "loops", []) if lp.thread.is_alive()]
+        if not busy:
+            return
+        log.info("the %s thread is still busy; leaving without waiting for it", ", ".join(busy))
+        logging.shutdown()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
     def _run(self) -> int:
         s = self.settings

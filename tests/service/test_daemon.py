@@ -582,6 +582,36 @@ def test_a_file_written_in_chunks_is_waited_for_quietly(env: dict[str, Path],
         d.close()
 
 
+def test_stopping_during_classification_exits_cleanly(env: dict[str, Path],
+                                                       base_spreads: list[np.ndarray]) -> None:
+    """SIGTERM while the classifier thread is inside a long torch call, past stop_timeout_s:
+    the process aborted at exit with `terminate called without an active exception` (exit
+    134) (issue 16). The file is rolled back and the daemon exits 0, quietly."""
+    config = env["config"]
+    config.write_text(config.read_text().replace("stop_timeout_s = 30", "stop_timeout_s = 1"))
+    marker = env["tmp"] / "classifying"
+    log_path = env["tmp"] / "slow.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.service.slow_classify", "--config", str(config),
+             "run"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            env={**os.environ, "SLOW_CLASSIFY_MARKER": str(marker)})
+        try:
+            (env["inbox"] / "S1" / "a.png").write_bytes(spread_bytes(base_spreads, 1, 1400)[0])
+            wait_for(marker.exists, 60, "the classifier inside torch")
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log_path.read_text(errors="replace")
+    assert "terminate called" not in text, text
+    assert code == 0, text
+    assert states(env["db"]) == {str(env["inbox"] / "S1" / "a.png"): "stable"}
+
+
 def test_second_daemon_on_the_same_database_is_refused(env: dict[str, Path]) -> None:
     d = DaemonProcess(env["config"], env["tmp"])
     try:
