@@ -77,7 +77,8 @@ def render(html_path: Path, pdf_path: Path, root: Path) -> None:
 
 def render_pdf(html_path: Path, pdf_path: Path, *, root: Path, timeout_s: float) -> None:
     """Run this module in a child process; ReportError on failure or timeout."""
-    cmd = [sys.executable, "-m", "chromowatch.reports.pdf", str(html_path), str(pdf_path),
+    # -P: a chromowatch/ folder in the working directory (a clone) cannot shadow the package
+    cmd = [sys.executable, "-P", "-m", "chromowatch.reports.pdf", str(html_path), str(pdf_path),
            "--root", str(root)]
     started = time.monotonic()
     try:

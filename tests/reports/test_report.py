@@ -139,6 +139,20 @@ def test_renderer_timeout_is_a_report_error(tmp_path: Path) -> None:
     assert not (tmp_path / "r.pdf").exists()
 
 
+def test_a_clone_in_the_working_directory_does_not_shadow_the_renderer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon started beside a clone: `python -m chromowatch.reports.pdf` imported the
+    clone's folder from the working directory (issue 16)."""
+    (tmp_path / "chromowatch" / "reports").mkdir(parents=True)
+    (tmp_path / "chromowatch" / "__init__.py").write_text("raise ImportError('the clone')\n")
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "report"
+    root.mkdir()
+    (root / "r.html").write_text("<p>x</p>")
+    render_pdf(root / "r.html", root / "r.pdf", root=root, timeout_s=60)
+    assert (root / "r.pdf").read_bytes().startswith(b"%PDF")
+
+
 def test_versions_follow_labels_and_nothing_else(filled: tuple[Settings, Store]) -> None:
     settings, store = filled
     settings = settings.model_copy(update={"report": settings.report.model_copy(
