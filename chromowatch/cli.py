@@ -250,7 +250,7 @@ def cmd_process(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     with Store.open(settings.paths.db) as store:
         for n, path in enumerate(files, 1):
             # One bar per file, in crops: 30 models on a CPU take a minute or more a spread.
-            bar = Progress(2, f"{n}/{len(files)} {path.name[:24]}", unit="crops")
+            bar = Progress(0, f"{n}/{len(files)} {path.name[:24]}", unit="crops")
             results.append(process_file(path, sample=args.sample, settings=settings,
                                         store=store, ensemble=ensemble, progress=bar.update))
             bar.close()
@@ -531,7 +531,7 @@ def cmd_retry(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             n = ledger.retry(None)
         else:
             paths = [os.path.abspath(f) for f in args.files]
-            known = store.ledger_lookup(paths)
+            known = ledger.lookup(paths)
             missing = [p for p in paths if p not in known]
             if missing:
                 raise UsageError(f"not in the ledger: {', '.join(missing)}",

@@ -64,6 +64,16 @@ def pixels_sha256(rgb: np.ndarray) -> str:
     return hashlib.sha256(header.encode() + np.ascontiguousarray(rgb).tobytes()).hexdigest()
 
 
+def file_size(path: str | Path) -> int | None:
+    """A file's size in bytes, None when it is gone or not a regular file (a failure record
+    keeps what size the bad file had)."""
+    try:
+        p = Path(path)
+        return p.stat().st_size if p.is_file() else None
+    except OSError:
+        return None
+
+
 def crop_dir(crops_root: Path, sha256: str) -> Path:
     """The folder of one spread's crop images: <crops>/<first two hex digits>/<sha256>/."""
     return crops_root / sha256[:2] / sha256

@@ -23,7 +23,7 @@ import numpy as np
 from chromowatch import enhance, ingest
 from chromowatch.enhance import ENHANCEMENT
 from chromowatch.errors import InputImageError, ModelError
-from chromowatch.files import crop_dir, write_crop_png
+from chromowatch.files import crop_dir, file_size, write_crop_png
 from chromowatch.records import BBox, Prediction, Spread
 from chromowatch.segmentation import segment
 from chromowatch.settings import Settings
@@ -224,11 +224,8 @@ def commit_failure(store: Store, *, path: str, sample: str, error: str,
                    message: str | None = None) -> ImageResult:
     """Record that a file could not be processed, and why: an images row with status failed,
     which results and reports count. `message` is what the caller shows (default: error)."""
-    try:
-        size: int | None = Path(path).stat().st_size if Path(path).is_file() else None
-    except OSError:
-        size = None
-    store.record_failure(path=path, sample=sample, error=error, size=size, sha256=None)
+    store.record_failure(path=path, sample=sample, error=error, size=file_size(path),
+                         sha256=None)
     return ImageResult(path=path, sample=sample, status="failed", error=message or error)
 
 

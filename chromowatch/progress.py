@@ -28,7 +28,7 @@ class Progress:
         self.label = label
         self.unit = unit
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() and total > 1
+        self.enabled = self.stream.isatty()
         self.done = 0.0
         self._start = time.monotonic()
         self._shown = False
@@ -38,7 +38,7 @@ class Progress:
 
     def update(self, done: float, total: int, note: str = "") -> None:
         self.done, self.total = done, total
-        if not self.enabled:
+        if not self.enabled or total <= 1:  # one item: no bar worth drawing
             return
         filled = int(WIDTH * self.done / max(self.total, 1))
         elapsed = time.monotonic() - self._start

@@ -85,14 +85,3 @@ def on_sample_complete(settings: Settings, store: Store, sample: str) -> None:
     log.info("report of %s: version %d in %s%s", sample, version, folder,
              " (mail queued)" if mail else "")
 
-
-def refresh_reports(settings: Settings, store: Store) -> list[str]:
-    """Re-render every reported sample whose labels, crops or model changed; returns them."""
-    changed = []
-    for sample in store.reported_samples():
-        before = store.latest_report(sample)
-        on_sample_complete(settings, store, sample)
-        after = store.latest_report(sample)
-        if before is None or after is None or after.version != before.version:
-            changed.append(sample)
-    return changed

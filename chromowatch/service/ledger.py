@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from chromowatch import pipeline
+from chromowatch.files import file_size
 from chromowatch.settings import DaemonSettings
 from chromowatch.store import LedgerRow, Store
 
@@ -136,7 +136,9 @@ class Ledger:
         if attempts >= self.settings.max_attempts:
             self.store.ledger_mark_failed(job.path, state="quarantined", error=error,
                                           attempts=attempts, next_attempt_at=None, now=now)
-            pipeline.commit_failure(self.store, path=job.path, sample=job.sample, error=error)
+            # As `process` records a bad file (pipeline.commit_failure): results count it.
+            self.store.record_failure(path=job.path, sample=job.sample, error=error,
+                                      size=file_size(job.path), sha256=None)
             log.error("file %d quarantined after %d attempt(s): %s: %s", job.id, attempts,
                       job.path, error)
             return "quarantined"

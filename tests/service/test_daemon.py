@@ -553,7 +553,7 @@ def test_until_complete_waits_for_the_mail_and_says_so(env: dict[str, Path],
     finally:
         controller.stop()
     assert r.returncode == 0, r.stderr
-    assert "mail for S1 sent to lab@lab.example" in r.stdout
+    assert "mail for S1 sent to lab@lab.example" in r.stdout, r.stdout + r.stderr
     assert len(inbox.envelopes) == 1
 
 
