@@ -47,6 +47,17 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     return time.monotonic() - started, proc.stdout
 
 
+def bench_env(data_dir: Path) -> dict[str, str]:
+    """The environment of a `chromowatch` child working in `data_dir`: the user's own
+    CHROMOWATCH_* settings left out, except those a benchmark passes on on purpose."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMOWATCH_")
+           or k.startswith(PASSED_SETTINGS) or k == "CHROMOWATCH_REAL_DATA"}
+    env["CHROMOWATCH_PATHS__DATA_DIR"] = str(data_dir)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
+                                        if p)
+    return env
+
+
 def _install_some(folder: Path, models: Path) -> float:
     """The published files present in `folder` (sha256-checked) as ensemble ikemoto2023."""
     from chromowatch.classify import ModelLibrary
@@ -91,11 +102,7 @@ def main() -> None:
         raise SystemExit(f"real data not found at {DATA} (set CHROMOWATCH_REAL_DATA)")
     tmp = tempfile.TemporaryDirectory(prefix="chromowatch-train-bench-")
     data_dir = Path(args.keep) if args.keep else Path(tmp.name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMOWATCH_")
-           or k.startswith(PASSED_SETTINGS) or k == "CHROMOWATCH_REAL_DATA"}
-    env["CHROMOWATCH_PATHS__DATA_DIR"] = str(data_dir)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
-                                        if p)
+    env = bench_env(data_dir)
     steps = {}
     if all((args.published / f).is_file() for f in IKEMOTO2023.files):
         steps["fetch"], _ = _run(["models", "fetch", "ikemoto2023", "--from",

@@ -291,17 +291,38 @@ def _args_results(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_results(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.reports.trust import results_extra
+
     settings = loaded.settings
     if not settings.paths.db.exists():
         raise UsageError(f"no database at {settings.paths.db} yet",
                          hint="process some spreads first: chromowatch process PATH --sample NAME")
     with Store.open(settings.paths.db) as store:
         rows = store.sample_counts(args.sample)
+        extra = {r.sample: results_extra(settings, store, r.sample) for r in rows}
     if args.json:
-        _print_json([r.as_dict() for r in rows])
-    else:
-        print(format_counts_table(rows) if rows else "no samples processed yet")
+        _print_json([r.as_dict() | extra[r.sample] for r in rows])
+        return 0
+    print(format_counts_table(rows) if rows else "no samples processed yet")
+    for r in rows:
+        print(_trust_lines(r.sample, extra[r.sample]), end="")
     return 0
+
+
+def _trust_lines(sample: str, extra: dict[str, Any]) -> str:
+    """What `results` says under the table of one sample: corrected fractions, reviews, and
+    the 'looks new' warning."""
+    out = ""
+    corrected = extra["corrected"]
+    if corrected:
+        ci = extra["corrected_interval"]
+        parts = ", ".join(f"{c} {corrected[c]:.1%} ({ci[c][0]:.1%}-{ci[c][1]:.1%})"
+                          for c in "ABC")
+        out += (f"{sample}: corrected ({extra['correction_method']}): {parts}; "
+                f"{extra['reviewed']} crops reviewed\n")
+    if extra["looks_new"]:
+        out += f"warning: {sample}: {extra['looks_new']}\n"
+    return out
 
 
 # -- models ----------------------------------------------------------------------------
@@ -435,6 +456,39 @@ def cmd_labels(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             summary = labels.import_csv(store, Path(args.file), who=args.who)
     print(summary.line())
     return EXIT_PARTIAL if summary.skipped else 0
+
+
+def _args_review(p: argparse.ArgumentParser) -> None:
+    rsub = p.add_subparsers(dest="review_cmd", required=True)
+    rq = rsub.add_parser("queue", help="the crops of a sample a person should look at next: "
+                         "the least certain, and some drawn at random (the audit)")
+    rq.add_argument("--sample", required=True)
+    rq.add_argument("--count", type=int, help="how many (default: [review] count)")
+    rq.add_argument("--json", action="store_true", help="one JSON object per crop")
+
+
+def cmd_review(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.review.queue import next_for_review
+
+    settings = loaded.settings
+    count = args.count if args.count is not None else settings.review.count
+    if count < 1:
+        raise UsageError(f"--count must be at least 1, not {count}")
+    with _open_existing_store(settings) as store:
+        entries = next_for_review(store, settings.review, args.sample, count)
+    if args.json:
+        _print_json([e.as_dict() for e in entries])
+        return 0
+    if not entries:
+        print(f"nothing to review in {args.sample}: every scored crop is answered, or none "
+              "has a prediction yet (`chromowatch reclassify --sample NAME`)")
+        return 0
+    for e in entries:
+        probs = " ".join(f"{c} {v:.2f}" for c, v in e.probs.items())
+        print(f"{e.crop_id:>8}  {e.reason:<9}  {e.label}  ({probs})  {e.file}")
+    print("answer with `chromowatch labels import-csv FILE` (columns crop_id,class)",
+          file=sys.stderr)
+    return 0
 
 
 def _args_train(p: argparse.ArgumentParser) -> None:
@@ -736,6 +790,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("results", "A/B/C counts and fractions per sample", _args_results, cmd_results),
     Command("models", "install, list and choose models", _args_models, cmd_models),
     Command("labels", "import and export confirmed labels", _args_labels, cmd_labels),
+    Command("review", "the review queue: which crops a person should answer next",
+            _args_review, cmd_review),
     Command("train", "fine-tune an ensemble on the confirmed labels; promote it only if it "
             "beats the current one on the holdout", _args_train, cmd_train),
     Command("run", "the daemon: watch the export folders and process every new spread, once",

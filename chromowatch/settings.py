@@ -318,6 +318,40 @@ class ReportSettings(Section):
     )
 
 
+class ReviewSettings(Section):
+    """The review queue and what a sample's fractions make of reviewed crops."""
+
+    count: int = Field(50, ge=1, le=10_000,
+                       description="Crops `review queue` lists when --count is not given.")
+    audit_share: float = Field(
+        0.5, ge=0, le=1,
+        description="Share of newly queued crops drawn at random (the audit) rather than "
+        "the least certain; the audit's answers estimate the model's error on the sample. "
+        "0: uncertain only (no sample-specific correction), 1: random only.",
+    )
+    measure: Literal["margin", "entropy", "disagreement"] = Field(
+        "margin", description="How 'least certain' is measured: top-two probability margin, "
+        "entropy, or disagreement between the ensemble's members.",
+    )
+    seed: int = Field(0, description="Seed of the audit's random order (fixed, so asking "
+                      "twice gives the same crops).")
+    min_audit: int = Field(
+        20, ge=2, description="Answered audit crops a sample needs before its fractions are "
+        "corrected with its own audit (fewer: with the model's validation confusion).",
+    )
+    suggest: int = Field(
+        100, ge=1, description="Crops the 'looks new' warning asks a person to review.",
+    )
+    confidence_tolerance: float = Field(
+        0.05, ge=0, le=1, description="A sample whose mean confidence is this far below every "
+        "validation sample's looks new.",
+    )
+    fraction_tolerance: float = Field(
+        0.15, ge=0, le=1, description="A sample whose predicted A, B or C fraction is this far "
+        "outside the range the validation samples showed looks new.",
+    )
+
+
 class MailSettings(Section):
     """Report delivery by email; reports wait in the database's outbox until sent."""
 
@@ -629,6 +663,7 @@ class Settings(BaseSettings):
     classify: ClassifySettings = Field(default_factory=ClassifySettings)  # type: ignore[arg-type]
     models: ModelsSettings = Field(default_factory=ModelsSettings)  # type: ignore[arg-type]
     report: ReportSettings = Field(default_factory=ReportSettings)  # type: ignore[arg-type]
+    review: ReviewSettings = Field(default_factory=ReviewSettings)  # type: ignore[arg-type]
     mail: MailSettings = Field(default_factory=MailSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
     watch: WatchSettings = Field(default_factory=WatchSettings)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """What a report shows, read through the store: one sample's crops and images, the current
-model, the control it is compared with and the correction for the model's errors.
+model and the control it is compared with (the correction for the model's errors is in
+trust.py).
 
 A model's holdout confusion matrix is read from its ensemble manifest's metrics, under
 "confusion_matrix" (or "confusion"), directly or one level down (e.g. metrics["holdout"]):
@@ -21,13 +22,8 @@ from chromowatch.classify.library import ModelLibrary, ensemble_of_version
 from chromowatch.classify.published import IKEMOTO2023
 from chromowatch.errors import ChromowatchError
 from chromowatch.records import is_demonstration
-from chromowatch.reports.stats import (
-    Adjusted,
-    CropObservation,
-    SampleStats,
-    adjust_for_confusion,
-    summarize,
-)
+from chromowatch.reports.stats import CropObservation, SampleStats, summarize
+from chromowatch.review.novelty import GroupFigures, reference_groups
 from chromowatch.settings import Settings
 from chromowatch.store import SampleCrop, SampleImage, Store
 
@@ -50,6 +46,7 @@ class ModelInfo:
     version: str = ""  # the prediction version, for a model behind a sample's numbers
     crops: int = 0  # how many of the sample's crops it predicted
     installed: bool = True  # False: its manifest is gone, nothing is known of it
+    validated_on: tuple[GroupFigures, ...] = ()  # what its validation samples looked like
 
     @property
     def demonstration(self) -> bool:
@@ -96,6 +93,7 @@ def _model_info(library: ModelLibrary, name: str) -> ModelInfo | None:
         metrics={k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
         confusion=confusion_from_metrics(metrics),
         fingerprint=hashlib.sha256(manifest).hexdigest()[:16],
+        validated_on=tuple(reference_groups(metrics)),
     )
 
 
@@ -134,6 +132,7 @@ class CropView:
     predicted: str | None
     confirmed: str | None
     probs: tuple[float, float, float]
+    review: str | None = None  # why it was queued for review (uncertain / audit), if it was
 
     @property
     def confidence(self) -> float:
@@ -174,6 +173,7 @@ def _crop_view(row: SampleCrop, obs: CropObservation, min_confidence: float) -> 
         counted_as=label, excluded=reason, predicted=row.predicted,
         confirmed=row.confirmed,
         probs=(float(row.p_a or 0), float(row.p_b or 0), float(row.p_c or 0)),
+        review=row.review,
     )
 
 
@@ -189,7 +189,8 @@ def load_sample(settings: Settings, store: Store, sample: str) -> SampleData:
         views.append(_crop_view(r, obs, min_conf))
         if r.model_version:
             versions[str(r.model_version)] += 1
-        digest.update(f"{r.id}|{r.flags}|{r.pred_id}|{r.predicted}|{r.confirmed}\n".encode())
+        digest.update(f"{r.id}|{r.flags}|{r.pred_id}|{r.predicted}|{r.confirmed}|{r.review}\n"
+                      .encode())
     images = tuple(store.sample_images(sample))
     for im in images:
         digest.update(f"i{im.id}|{im.status}\n".encode())
@@ -216,44 +217,3 @@ def settings_hash(settings: Settings) -> str:
     report, and part of a report version's fingerprint)."""
     data = settings.model_dump(mode="json", exclude={"mail": {"password", "username"}})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
-# -- the correction for the model's errors -----------------------------------------------
-
-
-@dataclass(frozen=True)
-class Correction:
-    adjusted: Adjusted | None
-    note: str
-
-
-def correction_for(settings: Settings, data: SampleData, model: ModelInfo | None) -> Correction:
-    """Adjusted classify-and-count with the current model's holdout confusion, or why not."""
-    if model is None:
-        return Correction(None, "No model is installed, so no holdout confusion matrix: the "
-                          "frequencies are not corrected for the model's errors.")
-    if model.confusion is None:
-        known = " (B is often called C)" if model.published else ""
-        return Correction(None, f"The model {model.name} has no holdout confusion "
-                          "matrix in its metrics: the frequencies are not corrected for its "
-                          f"errors{known}.")
-    stats = data.stats
-    try:
-        adjusted = adjust_for_confusion(
-            stats.predicted_only, model.confusion, confirmed=stats.confirmed,
-            n_boot=settings.report.bootstrap, seed=settings.report.seed,
-        )
-    except ValueError as exc:
-        return Correction(None, f"No correction: {exc}.")
-    note = (f"Corrected with the holdout confusion matrix of {model.name} (adjusted "
-            "classify-and-count; 95% bootstrap intervals over the sample and the holdout).")
-    others = sorted(v for v in data.model_versions if not v.startswith(model.name + "-")
-                    and v != model.name)
-    if others:
-        note += (" Some predictions come from another model (" + ", ".join(others) +
-                 "): the correction assumes they err like the current one.")
-    if adjusted.holdout is None:
-        note += " The matrix holds rates, not counts: the holdout's own uncertainty is left out."
-    if adjusted.clipped:
-        note += " The raw correction fell outside 0-100% and was projected back."
-    return Correction(adjusted, note)

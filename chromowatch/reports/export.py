@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from chromowatch.records import CLASS_NAMES
-from chromowatch.reports.data import correction_for, current_model_info, load_sample, observation
+from chromowatch.reports.data import current_model_info, load_sample, observation
+from chromowatch.reports.trust import correction_for
 from chromowatch.settings import Settings
 from chromowatch.store import Store
 

@@ -30,13 +30,13 @@ from chromowatch.reports.charts import Series, grouped_bars, strip_plot
 from chromowatch.reports.data import (
     ModelInfo,
     SampleData,
-    correction_for,
     load_sample,
     models_behind,
     settings_hash,
 )
 from chromowatch.reports.pdf import render_pdf
 from chromowatch.reports.stats import GROUPS, Adjusted, Comparison, SampleStats, compare
+from chromowatch.reports.trust import correction_for, looks_new
 from chromowatch.settings import Settings
 from chromowatch.store import SampleImage, Store
 
@@ -255,6 +255,7 @@ def _model_context(settings: Settings, data: SampleData,
         "model_warning": _model_warning(behind),
         "demonstration": ", ".join(demo),
         "correction": correction,
+        "looks_new": looks_new(settings, data, corrector),
     }
 
 
@@ -297,7 +298,7 @@ def build_context(
         "correction_note": correction.note,
         "adjusted": adjusted,
         "excluded": stats.excluded,
-        "warnings": list(stats.warnings),
+        "warnings": [w for w in (models.pop("looks_new"),) if w] + list(stats.warnings),
         **charts,
         "distribution": stats.distribution("B+C"),
         "metaphase_rows": metaphase_rows,

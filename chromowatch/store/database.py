@@ -31,6 +31,7 @@ from chromowatch.store.rows import (
     QueuedMail,
     ReportVersion,
     ReportVersionExists,
+    ReviewRow,
     SampleContents,
     SampleCounts,
     SampleCrop,
@@ -607,7 +608,8 @@ class Store:
                    i.path AS image_path,
                    p.label AS predicted, p.p_a, p.p_b, p.p_c, p.model_version, p.id AS pred_id,
                    (SELECT l.class FROM labels l WHERE l.crop_id = c.id
-                      AND l.superseded_at IS NULL) AS confirmed
+                      AND l.superseded_at IS NULL) AS confirmed,
+                   (SELECT q.reason FROM review_queue q WHERE q.crop_id = c.id) AS review
             FROM crops c
             JOIN images i ON i.id = c.image_id
             JOIN samples s ON s.id = i.sample_id
@@ -619,6 +621,40 @@ class Store:
             (sample,),
         )
         return [SampleCrop(**row) for row in rows]
+
+    def review_rows(self, sample: str) -> list[ReviewRow]:
+        """Every crop of a sample's finished images as the review queue sees it."""
+        self._require_sample(sample)
+        return [ReviewRow(**row) for row in self._conn.execute(
+            """
+            SELECT c.id AS crop_id, c.file, i.path AS image_path, c.x, c.y, c.w, c.h,
+                   i.width AS image_width, i.height AS image_height, c.flags,
+                   p.label AS predicted, p.p_a, p.p_b, p.p_c, p.member_probs, p.model_version,
+                   (SELECT l.class FROM labels l WHERE l.crop_id = c.id
+                      AND l.superseded_at IS NULL) AS confirmed,
+                   (SELECT q.reason FROM review_queue q WHERE q.crop_id = c.id) AS review
+            FROM crops c
+            JOIN images i ON i.id = c.image_id
+            JOIN samples s ON s.id = i.sample_id
+            LEFT JOIN predictions p
+                   ON p.id = (SELECT MAX(id) FROM predictions WHERE crop_id = c.id)
+            WHERE s.name = ? AND i.status = 'done'
+            ORDER BY c.id
+            """,
+            (sample,),
+        )]
+
+    def enqueue_review(self, items: Sequence[tuple[int, str, float, str | None]]) -> None:
+        """Queue crops for review: (crop id, reason, uncertainty, model version). A crop
+        queued once keeps its first reason: an audit crop stays an audit crop."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO review_queue(crop_id, reason, score, model_version, "
+                "queued_at) VALUES (?, ?, ?, ?, ?)",
+                [(crop_id, reason, score, version, now) for crop_id, reason, score, version
+                 in items],
+            )
 
     def sample_images(self, sample: str) -> list[SampleImage]:
         """A sample's images (done and failed) with their crop counts, oldest first."""

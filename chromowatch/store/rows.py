@@ -334,10 +334,55 @@ class SampleCrop:
     model_version: str | None
     pred_id: int | None
     confirmed: str | None
+    review: str | None = None  # why it was queued for review (uncertain / audit), if it was
 
     @property
     def flag_set(self) -> frozenset[str]:
         return frozenset(f for f in self.flags.split(",") if f)
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """One crop of a sample as the review queue sees it: where it comes from, the latest
+    prediction with each member's probabilities, its answer and whether it was queued."""
+
+    crop_id: int
+    file: str
+    image_path: str
+    x: int
+    y: int
+    w: int
+    h: int
+    image_width: int | None
+    image_height: int | None
+    flags: str
+    predicted: str | None
+    p_a: float | None
+    p_b: float | None
+    p_c: float | None
+    member_probs: str | None  # JSON {member: [pA, pB, pC]}
+    model_version: str | None
+    confirmed: str | None
+    review: str | None
+
+    @property
+    def probs(self) -> tuple[float, float, float]:
+        return (float(self.p_a or 0), float(self.p_b or 0), float(self.p_c or 0))
+
+    @property
+    def members(self) -> tuple[tuple[float, float, float], ...]:
+        if not self.member_probs:
+            return ()
+        raw = json.loads(self.member_probs)
+        return tuple((float(v[0]), float(v[1]), float(v[2])) for v in raw.values())
+
+    @property
+    def source(self) -> str:
+        """The imported file, or the spread and the box the crop was cut from."""
+        whole = (self.x, self.y) == (0, 0) and (self.w, self.h) == (self.image_width,
+                                                                    self.image_height)
+        return self.image_path if whole else (
+            f"{self.image_path} (box x={self.x} y={self.y} w={self.w} h={self.h})")
 
 
 @dataclass(frozen=True)

@@ -174,4 +174,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE crops ADD COLUMN pixels_sha256 TEXT;
     CREATE INDEX crops_pixels ON crops(pixels_sha256);
     """,
+    # 6: the review queue: crops handed to a person, and why (the least certain, or a random
+    # audit whose answers estimate the model's error on the sample without bias).
+    """
+    CREATE TABLE review_queue (
+        crop_id        INTEGER PRIMARY KEY REFERENCES crops(id) ON DELETE CASCADE,
+        reason         TEXT NOT NULL CHECK (reason IN ('uncertain', 'audit')),
+        score          REAL NOT NULL,
+        model_version  TEXT,
+        queued_at      REAL NOT NULL
+    );
+    """,
 )
