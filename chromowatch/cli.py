@@ -304,6 +304,36 @@ def cmd_results(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return 0
 
 
+def _args_crops(p: argparse.ArgumentParser) -> None:
+    csub = p.add_subparsers(dest="crops_cmd", required=True)
+    ci = csub.add_parser("import", help="store single-chromosome crop images (cut elsewhere) "
+                         "as a sample's crops and classify them with the current model")
+    ci.add_argument("folder", metavar="DIR", help="crop images, at any depth")
+    ci.add_argument("--sample", required=True, help="the sample they belong to (created "
+                    "when new)")
+    ci.add_argument("--enhanced", action="store_true",
+                    help="the crops are already enhanced (white background): store as they are")
+    ci.add_argument("--json", action="store_true", help="a JSON list, one object per crop")
+
+
+def cmd_crops(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.service.crops import import_crops  # cv2 and torch
+
+    settings = loaded.settings
+    _set_threads(settings)
+    ensemble = _load_ensemble(settings, None)  # no model: nothing is read or written
+    with Store.open(settings.paths.db) as store:
+        result = import_crops(store, settings, ensemble, Path(args.folder),
+                              sample=args.sample, enhanced=args.enhanced)
+    if args.json:
+        _print_json([c.as_dict() for c in result.crops])
+    for path in result.skipped:
+        print(f"{path}: skipped (not a readable crop image)", file=sys.stderr)
+    if not args.json:
+        print(result.line())
+    return EXIT_PARTIAL if result.skipped else 0
+
+
 # -- models ----------------------------------------------------------------------------
 
 
@@ -734,6 +764,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("process", "segment, enhance, classify and store spreads", _args_process,
             cmd_process),
     Command("results", "A/B/C counts and fractions per sample", _args_results, cmd_results),
+    Command("crops", "import single-chromosome crops cut elsewhere and classify them",
+            _args_crops, cmd_crops),
     Command("models", "install, list and choose models", _args_models, cmd_models),
     Command("labels", "import and export confirmed labels", _args_labels, cmd_labels),
     Command("train", "fine-tune an ensemble on the confirmed labels; promote it only if it "
