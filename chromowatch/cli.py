@@ -334,6 +334,34 @@ def cmd_crops(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return EXIT_PARTIAL if result.skipped else 0
 
 
+def _args_reclassify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample", help="one sample (default: all)")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_reclassify(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.service.rescore import reclassify  # torch
+
+    settings = loaded.settings
+    with _open_existing_store(settings) as store:
+        if args.sample is not None:
+            store.sample_images(args.sample)  # an unknown sample before a model is loaded
+        _set_threads(settings)
+        ensemble = _load_ensemble(settings, None)
+        bar = Progress(0, "reclassify", unit="crops")
+        run = reclassify(store, settings, ensemble, sample=args.sample, progress=bar.update)
+        bar.close()
+        counts = store.sample_counts(args.sample)
+    if args.json:
+        _print_json({"model": ensemble.version, "scored": run.scored,
+                     "unreadable": run.unreadable, "samples": sorted(run.changed),
+                     "results": [c.as_dict() for c in counts]})
+    else:
+        print(run.line())
+        print(format_counts_table(counts) if counts else "no samples stored yet")
+    return 0
+
+
 # -- models ----------------------------------------------------------------------------
 
 
@@ -766,6 +794,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("results", "A/B/C counts and fractions per sample", _args_results, cmd_results),
     Command("crops", "import single-chromosome crops cut elsewhere and classify them",
             _args_crops, cmd_crops),
+    Command("reclassify", "classify the stored crops again with the current model",
+            _args_reclassify, cmd_reclassify),
     Command("models", "install, list and choose models", _args_models, cmd_models),
     Command("labels", "import and export confirmed labels", _args_labels, cmd_labels),
     Command("train", "fine-tune an ensemble on the confirmed labels; promote it only if it "
