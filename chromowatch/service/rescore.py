@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from chromowatch import ingest
 from chromowatch.errors import InputImageError
+from chromowatch.pipeline import check_model_fits
 from chromowatch.reports import publish
 from chromowatch.settings import Settings
 from chromowatch.store import Store
@@ -111,7 +112,9 @@ def reclassify(store: Store, settings: Settings, ensemble: Ensemble, *,
                progress: Callable[[float, int], None] | None = None) -> RescorePass:
     """`chromowatch reclassify`: every stored crop (of one sample) whose latest prediction is
     not by `ensemble`, classified with it; then new report versions where there are
-    versions. An unknown sample is a UsageError. `progress(done, total)` counts crops."""
+    versions. An unknown sample is a UsageError; a model made for other crops than the
+    stored ones a ModelError. `progress(done, total)` counts crops."""
+    check_model_fits(ensemble)
     samples = None
     if sample is not None:
         store.sample_images(sample)  # an unknown sample: a usage error naming the known ones
