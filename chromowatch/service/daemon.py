@@ -512,6 +512,8 @@ class Daemon:
             "model_name": ens.name if ens else None,
             "model_version": ens.version if ens else None,
             "model_reloads": self.model.reloads,
+            "rescoring": ({"model": run.version, "scored": run.scored}
+                          if (run := self._rescore) is not None else None),
             "workers": self.pool.size,
             "worker_replacements": self.pool.replaced,
             "retrain_last_success": retrain.last_success_at if retrain else None,

@@ -14,6 +14,7 @@ from chromowatch.classify.library import ModelLibrary
 from chromowatch.cli import main
 from chromowatch.reports import publish
 from chromowatch.service.rescore import RescorePass, daemon_pass, rescore_batch
+from chromowatch.service.status import collect_status, format_status
 from chromowatch.settings import Settings
 from chromowatch.store import Store
 from tests.helpers import install_tiny_model, settings_in
@@ -123,3 +124,12 @@ def test_samples_with_a_report_get_a_new_version(settings: Settings) -> None:
         assert latest is not None and latest.version == 2
         assert latest.model == "tiny2"
         assert store.latest_report("s2") is None  # never reported: no report made now
+
+
+def test_status_shows_a_pass_in_progress(settings: Settings) -> None:
+    with Store.open(settings.paths.db) as store:
+        status = collect_status(settings, store)
+    assert status["rescoring"] is None  # no daemon running
+    status["rescoring"] = {"model": "tiny2-abc", "scored": 128}
+    assert ("rescoring:  stored crops classified again with tiny2-abc: 128 so far"
+            in format_status(status).splitlines())
