@@ -325,6 +325,64 @@ def _trust_lines(sample: str, extra: dict[str, Any]) -> str:
     return out
 
 
+def _args_crops(p: argparse.ArgumentParser) -> None:
+    csub = p.add_subparsers(dest="crops_cmd", required=True)
+    ci = csub.add_parser("import", help="store single-chromosome crop images (cut elsewhere) "
+                         "as a sample's crops and classify them with the current model")
+    ci.add_argument("folder", metavar="DIR", help="crop images, at any depth")
+    ci.add_argument("--sample", required=True, help="the sample they belong to (created "
+                    "when new)")
+    ci.add_argument("--enhanced", action="store_true",
+                    help="the crops are already enhanced (white background): store as they are")
+    ci.add_argument("--json", action="store_true", help="a JSON list, one object per crop")
+
+
+def cmd_crops(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.service.crops import import_crops  # cv2 and torch
+
+    settings = loaded.settings
+    _set_threads(settings)
+    ensemble = _load_ensemble(settings, None)  # no model: nothing is read or written
+    with Store.open(settings.paths.db) as store:
+        result = import_crops(store, settings, ensemble, Path(args.folder),
+                              sample=args.sample, enhanced=args.enhanced)
+    if args.json:
+        _print_json([c.as_dict() for c in result.crops])
+    for path in result.skipped:
+        print(f"{path}: skipped (not a readable crop image)", file=sys.stderr)
+    if not args.json:
+        print(result.line())
+    return EXIT_PARTIAL if result.skipped else 0
+
+
+def _args_reclassify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample", help="one sample (default: all)")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_reclassify(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.service.rescore import reclassify  # torch
+
+    settings = loaded.settings
+    with _open_existing_store(settings) as store:
+        if args.sample is not None:
+            store.sample_images(args.sample)  # an unknown sample before a model is loaded
+        _set_threads(settings)
+        ensemble = _load_ensemble(settings, None)
+        bar = Progress(0, "reclassify", unit="crops")
+        run = reclassify(store, settings, ensemble, sample=args.sample, progress=bar.update)
+        bar.close()
+        counts = store.sample_counts(args.sample)
+    if args.json:
+        _print_json({"model": ensemble.version, "scored": run.scored,
+                     "unreadable": run.unreadable, "samples": sorted(run.changed),
+                     "results": [c.as_dict() for c in counts]})
+    else:
+        print(run.line())
+        print(format_counts_table(counts) if counts else "no samples stored yet")
+    return 0
+
+
 # -- models ----------------------------------------------------------------------------
 
 
@@ -788,6 +846,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("process", "segment, enhance, classify and store spreads", _args_process,
             cmd_process),
     Command("results", "A/B/C counts and fractions per sample", _args_results, cmd_results),
+    Command("crops", "import single-chromosome crops cut elsewhere and classify them",
+            _args_crops, cmd_crops),
+    Command("reclassify", "classify the stored crops again with the current model",
+            _args_reclassify, cmd_reclassify),
     Command("models", "install, list and choose models", _args_models, cmd_models),
     Command("labels", "import and export confirmed labels", _args_labels, cmd_labels),
     Command("review", "the review queue: which crops a person should answer next",

@@ -265,6 +265,14 @@ class ClassifySettings(Section):
         "eagerly. Ignored on the CPU.",
     )
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 lets torch decide.")
+    rescore: Literal["all", "open", "off"] = Field(
+        "all",
+        description="When another model becomes current, the daemon classifies the stored "
+        "crops again, in batches between new files: all samples, only those not closed yet "
+        "(open: no marker, quiet period or `sample close`), or none (off). Samples with a "
+        "report get a new report version afterwards. `chromowatch reclassify` does it by "
+        "hand.",
+    )
 
 
 class ModelsSettings(Section):

@@ -38,6 +38,7 @@ from chromowatch.service.connections import ThreadStores
 from chromowatch.service.ledger import BACKLOG_STATES, Job, Ledger
 from chromowatch.service.metrics import MetricsPublisher
 from chromowatch.service.model import CurrentModel
+from chromowatch.service.rescore import RescorePass, daemon_pass, rescore_batch
 from chromowatch.service.retrain import RETRAIN_JOB, Retrainer
 from chromowatch.service.samples import Completion, Hooks, mail_wait_s, settle_outbox
 from chromowatch.service.sdnotify import Notifier
@@ -184,6 +185,8 @@ class Daemon:
         self._in_flight: dict[int, Job] = {}  # dispatched, not yet written or failed
         self._in_flight_lock = threading.Lock()
         self._snapshot: dict[str, Any] = {}
+        self._rescore: RescorePass | None = None  # stored crops to classify again
+        self._rescore_version: str | None = None  # the model the last pass was for
 
     def _ledger(self) -> Ledger:
         """The ledger, over the calling thread's own connection."""
@@ -355,9 +358,12 @@ class Daemon:
 
     def _classify_step(self) -> None:
         self.model.maybe_reload()
+        self._start_rescore()
         batch = take_batch(self._classify_q, self.settings.classify.batch_size,
-                           self.settings.daemon.batch_linger_s)
+                           self.settings.daemon.batch_linger_s,
+                           timeout=0.0 if self._rescore is not None else 0.2)
         if not batch:
+            self._rescore_step()  # new files first: stored crops only while none waits
             return
         ensemble = self.model.ensemble
         assert ensemble is not None  # nothing is dispatched without a model
@@ -373,6 +379,34 @@ class Daemon:
         for item, preds in zip(batch, predictions, strict=True):
             item.predictions = preds
             self._write_q.put(item)
+
+    def _start_rescore(self) -> None:
+        """A model not seen before (at start, or newly current): a pass over the stored crops
+        it has not scored yet (service/rescore.py; classify.rescore says which)."""
+        ensemble = self.model.ensemble
+        if ensemble is None or ensemble.version == self._rescore_version:
+            return
+        self._rescore_version = ensemble.version
+        self._rescore = daemon_pass(self.settings, self.stores.get(), ensemble.version)
+
+    def _rescore_step(self) -> None:
+        """One batch of the re-scoring pass; at its end, new report versions (hooks thread)."""
+        run, ensemble = self._rescore, self.model.ensemble
+        if run is None or ensemble is None:
+            return
+        try:
+            rescore_batch(self.stores.get(), self.settings, ensemble, run,
+                          self.settings.classify.batch_size)
+        except Exception as exc:  # e.g. the database busy: the rest waits for the next start
+            log.exception("classifying stored crops again failed: %s; the rest is done at "
+                          "the next start or model change", exc)
+            self._rescore = None
+            return
+        if run.done:
+            self._rescore = None
+            if run.scored or run.unreadable:
+                log.info("%s", run.line())
+            self.hooks.refresh_reports(run.changed)
 
     # -- writer: commit, then "done" --------------------------------------------------------
 
@@ -478,6 +512,8 @@ class Daemon:
             "model_name": ens.name if ens else None,
             "model_version": ens.version if ens else None,
             "model_reloads": self.model.reloads,
+            "rescoring": ({"model": run.version, "scored": run.scored}
+                          if (run := self._rescore) is not None else None),
             "workers": self.pool.size,
             "worker_replacements": self.pool.replaced,
             "retrain_last_success": retrain.last_success_at if retrain else None,

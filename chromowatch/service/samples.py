@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from chromowatch.reports import mail, publish
 from chromowatch.service.connections import ThreadStores
 from chromowatch.service.ledger import Ledger
+from chromowatch.service.rescore import refresh_reports
 from chromowatch.settings import MailSettings, SamplesSettings, Settings
 from chromowatch.store import OutboxEntry, Store
 
@@ -123,6 +124,21 @@ class Hooks:
                     continue
                 self._running.add(sample)
             self._pool.submit(self._complete, sample)
+
+    def refresh_reports(self, samples: Iterable[str]) -> None:
+        """New report versions of these samples (those that have one), after re-scoring."""
+        names = sorted(samples)
+        if names:
+            self._pool.submit(self._refresh, names)
+
+    def _refresh(self, samples: list[str]) -> None:
+        try:
+            renewed = refresh_reports(self.settings, self.stores.get(), samples)
+        except Exception as exc:  # the next model change or completion tries again
+            log.exception("renewing reports failed: %s", exc)
+            return
+        if renewed:
+            log.info("reports renewed after re-scoring: %s", ", ".join(renewed))
 
     def flush_outbox_when_due(self) -> None:
         now = time.monotonic()

@@ -97,8 +97,10 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
     if running and state is not None:
         info: dict[str, Any] = json.loads(state.info)
         sources, model = info.get("sources", []), info.get("model_version")
+        rescoring = info.get("rescoring")
     else:
         sources, model = _offline_view(settings)
+        rescoring = None
     retrain = store.job_row(RETRAIN_JOB)
     samples = _samples(store)
     problems = [
@@ -121,6 +123,7 @@ def collect_status(settings: Settings, store: Store) -> dict[str, Any]:
             "files_per_s_15m": files_15m / 900, "crops_per_s_15m": crops_15m / 900,
         },
         "model": model,
+        "rescoring": rescoring,
         "sources": sources,
         "samples": samples,
         "retrain": dataclasses.asdict(retrain) if retrain else None,
@@ -149,6 +152,10 @@ def format_status(st: dict[str, Any]) -> str:
     lines.append(f"throughput: {t['files_per_s_1m']:.2f} files/s, {t['crops_per_s_1m']:.1f} "
                  f"crops/s (last minute); {t['files_per_s_15m']:.2f} files/s (15 min)")
     lines.append(f"model:      {st['model'] or 'none installed'}")
+    if st.get("rescoring"):
+        r = st["rescoring"]
+        lines.append(f"rescoring:  stored crops classified again with {r['model']}: "
+                     f"{r['scored']} so far")
     for src in st["sources"]:
         state = "online" if src["online"] else f"OFFLINE ({src['problem']})"
         lines.append(f"source:     {src['root']}: {state}")

@@ -3,6 +3,7 @@
 
 from chromowatch.store.database import Store
 from chromowatch.store.rows import (
+    CropToScore,
     CurrentLabel,
     DaemonState,
     ImageCrop,
@@ -30,6 +31,7 @@ from chromowatch.store.schema import MIGRATIONS
 
 __all__ = [
     "MIGRATIONS",
+    "CropToScore",
     "CurrentLabel",
     "DaemonState",
     "ImageCrop",

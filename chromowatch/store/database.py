@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from chromowatch.errors import StoreError, UsageError
-from chromowatch.records import CLASS_NAMES, BBox
+from chromowatch.records import CLASS_NAMES, BBox, Prediction
 from chromowatch.store.rows import (
+    CropToScore,
     CurrentLabel,
     DaemonState,
     ImageCrop,
@@ -150,25 +151,77 @@ class Store:
 
     def save_image(self, image: ImageRow, crops: Sequence[StoredCrop]) -> int:
         """Store one image with all its crops and predictions atomically; returns its id."""
+        return self.save_images([(image, crops)])[0]
+
+    def save_images(self, images: Sequence[tuple[ImageRow, Sequence[StoredCrop]]],
+                    predictions: Sequence[tuple[int, Prediction]] = ()) -> list[int]:
+        """Store several images with their crops and predictions, and more predictions of
+        crops already stored (see add_predictions), all in one transaction: all or nothing.
+        Returns the image ids in order."""
         now = time.time()
+        ids = []
         with self.transaction() as conn:
-            image_id = self._insert_done_image(conn, image, now)
-            for crop in crops:
-                b = crop.bbox
-                ccur = conn.execute(
-                    "INSERT INTO crops(image_id, idx, x, y, w, h, metaphase, file, flags) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (image_id, crop.index, b.x, b.y, b.w, b.h, crop.metaphase, crop.file,
-                     ",".join(sorted(crop.flags))),
-                )
-                p = crop.prediction
-                conn.execute(
-                    "INSERT INTO predictions(crop_id, model_version, label, p_a, p_b, p_c, "
-                    "member_probs, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (ccur.lastrowid, p.model_version, p.label, p.probs["A"], p.probs["B"],
-                     p.probs["C"], json.dumps(p.member_probs), now),
-                )
-        return image_id
+            for image, crops in images:
+                image_id = self._insert_done_image(conn, image, now)
+                for crop in crops:
+                    b = crop.bbox
+                    ccur = conn.execute(
+                        "INSERT INTO crops(image_id, idx, x, y, w, h, metaphase, file, flags, "
+                        "pixels_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (image_id, crop.index, b.x, b.y, b.w, b.h, crop.metaphase, crop.file,
+                         ",".join(sorted(crop.flags)), crop.pixels_sha256),
+                    )
+                    self._insert_prediction(conn, int(ccur.lastrowid or 0), crop.prediction,
+                                            now)
+                ids.append(image_id)
+            for crop_id, prediction in predictions:
+                self._insert_prediction(conn, crop_id, prediction, now)
+        return ids
+
+    @staticmethod
+    def _insert_prediction(conn: sqlite3.Connection, crop_id: int, p: Prediction,
+                           now: float) -> None:
+        """A crop's prediction by p's model; one made by that model before is replaced, so
+        this one is the crop's latest (the prediction that counts is the latest)."""
+        conn.execute("DELETE FROM predictions WHERE crop_id = ? AND model_version = ?",
+                     (crop_id, p.model_version))
+        conn.execute(
+            "INSERT INTO predictions(crop_id, model_version, label, p_a, p_b, p_c, "
+            "member_probs, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (crop_id, p.model_version, p.label, p.probs["A"], p.probs["B"], p.probs["C"],
+             json.dumps(p.member_probs), now),
+        )
+
+    def add_predictions(self, items: Sequence[tuple[int, Prediction]]) -> None:
+        """New predictions of stored crops (re-scoring), in one transaction; each becomes its
+        crop's latest, the one results and reports count."""
+        self.save_images([], items)
+
+    def crops_to_score(self, version: str, samples: Sequence[str] | None, *, after_id: int,
+                       limit: int) -> list[CropToScore]:
+        """Crops of finished images (of these samples; None: all) whose latest prediction is
+        not by `version` (or that have none), in id order after `after_id`."""
+        where = ""
+        args: list[object] = [version, after_id]
+        if samples is not None:
+            where = f"AND s.name IN ({','.join('?' * len(samples))}) "
+            args += list(samples)
+        rows = self._conn.execute(
+            "SELECT c.id, c.file, s.name AS sample FROM crops c "
+            "JOIN images i ON i.id = c.image_id JOIN samples s ON s.id = i.sample_id "
+            "WHERE i.status = 'done' AND COALESCE((SELECT p.model_version FROM predictions p "
+            "WHERE p.crop_id = c.id ORDER BY p.id DESC LIMIT 1), '') != ? AND c.id > ? "
+            + where + "ORDER BY c.id LIMIT ?",
+            (*args, limit),
+        )
+        return [CropToScore(**row) for row in rows]
+
+    def closed_samples(self) -> set[str]:
+        """Samples closed for good: by a marker, a quiet period or `sample close` (the
+        daemon's sample_state), or completed (samples.closed_at)."""
+        return {str(r[0]) for r in self._conn.execute(
+            "SELECT name FROM samples WHERE closed_at IS NOT NULL UNION "
+            "SELECT name FROM sample_state WHERE closed_at IS NOT NULL")}
 
     def _insert_done_image(self, conn: sqlite3.Connection, image: ImageRow, now: float) -> int:
         """A processed image row (replacing an earlier failure of the same file); its id."""

@@ -68,6 +68,16 @@ class StoredCrop:
     flags: frozenset[str]
     file: str
     prediction: Prediction
+    pixels_sha256: str | None = None  # known for imported crops; else computed when needed
+
+
+@dataclass(frozen=True)
+class CropToScore:
+    """A stored crop whose latest prediction is not by the current model (re-scoring)."""
+
+    id: int
+    file: str
+    sample: str
 
 
 @dataclass(frozen=True)

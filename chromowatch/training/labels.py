@@ -65,14 +65,14 @@ def _class_of_folder(name: str) -> str | None:
     return upper if upper in CLASS_NAMES else None
 
 
-def _read_or_skip(path: Path, settings: Settings, summary: ImportSummary) -> Spread | None:
-    """The image, or None with a warning and the file listed as skipped (a bad file never
+def read_or_skip(path: Path, settings: Settings, skipped: list[str]) -> Spread | None:
+    """The image, or None with a warning and the file listed in `skipped` (a bad file never
     stops an import)."""
     try:
         return ingest.read_spread(path, settings.ingest)
     except InputImageError as exc:
         log.warning("skipped %s", exc)
-        summary.skipped.append(str(path))
+        skipped.append(str(path))
         return None
 
 
@@ -116,33 +116,49 @@ class _FolderImport:
     who: str
 
 
-def _stored_matches(run: _FolderImport, path: Path, crop: Spread) -> list[int] | None:
+def stored_matches(store: Store, path: Path, crop: Spread) -> list[int] | None:
     """The stored crops this file is: the same file (by its bytes) imported before, or a
-    crop file of the store copied or re-saved (by its pixels). None: a new crop."""
-    known = run.store.find_image(crop.sha256)
+    crop file of the store copied or re-saved (by its pixels). None: a new crop; []: a
+    spread stored with several crops (not a crop: the caller skips it)."""
+    known = store.find_image(crop.sha256)
     if known is not None:
-        crops = run.store.crops_of_image(known.id)
+        crops = store.crops_of_image(known.id)
         if len(crops) == 1:
             return [crops[0].id]
         log.warning("%s: already stored as a spread with %d crops; not imported",
                     path, len(crops))
         return []
-    matches = run.store.crops_with_pixels(pixels_sha256(crop.rgb))
+    matches = store.crops_with_pixels(pixels_sha256(crop.rgb))
     if matches:
-        log.info("%s: the content of stored crop(s) %s: labelled, not added again", path,
+        log.info("%s: the content of stored crop(s) %s: not added again", path,
                  ", ".join(map(str, matches)))
         return matches
     return None
 
 
+def stored_crop_image(settings: Settings, crop: Spread, *, enhanced: bool) -> np.ndarray:
+    """A crop file's image as it is stored and classified: as it is when `enhanced` (the
+    published style), else through the pipeline's own enhancement as one whole crop."""
+    return crop.rgb if enhanced else enhance_whole(crop.rgb, settings.enhance)
+
+
+def write_crop_file(settings: Settings, path: Path, crop: Spread, image: np.ndarray,
+                    sample: str) -> tuple[ImageRow, BBox, str]:
+    """Write an imported crop's stored image under crops/: the image row the crop file
+    becomes (its content hash: the same file imported again is recognised), the crop's box
+    (the whole image) and the written file."""
+    file = write_crop_png(crop_dir(settings.paths.crops, crop.sha256), 0, image)
+    h, w = crop.rgb.shape[:2]
+    row = ImageRow(path=str(path.resolve()), sample=sample, sha256=crop.sha256,
+                   size=crop.size_bytes, width=w, height=h)
+    return row, BBox(0, 0, w, h), file
+
+
 def _add_crop(run: _FolderImport, path: Path, crop: Spread, cls: str) -> None:
     """Store a new crop image with its label (and its content hash, so it matches later)."""
-    image = crop.rgb if run.enhanced else enhance_whole(crop.rgb, run.settings.enhance)
-    file = write_crop_png(crop_dir(run.settings.paths.crops, crop.sha256), 0, image)
-    h, w = crop.rgb.shape[:2]
-    image_row = ImageRow(path=str(path.resolve()), sample=run.sample, sha256=crop.sha256,
-                         size=crop.size_bytes, width=w, height=h)
-    ids = run.store.save_labelled_image(image_row, [(BBox(0, 0, w, h), file, cls)],
+    image = stored_crop_image(run.settings, crop, enhanced=run.enhanced)
+    image_row, bbox, file = write_crop_file(run.settings, path, crop, image, run.sample)
+    ids = run.store.save_labelled_image(image_row, [(bbox, file, cls)],
                                         source=run.source, who=run.who)
     run.store.set_pixel_hashes([(ids[0], pixels_sha256(image))])
 
@@ -174,11 +190,11 @@ def import_folder(
     relabel: list[tuple[int, str]] = []
     for class_dir, cls in classes.items():
         for path in ingest.list_images([class_dir], settings.ingest):
-            crop = _read_or_skip(path, settings, summary)
+            crop = read_or_skip(path, settings, summary.skipped)
             if crop is None:
                 continue
             summary.counts[cls] += 1
-            matches = _stored_matches(run, path, crop)
+            matches = stored_matches(run.store, path, crop)
             if matches is None:
                 _add_crop(run, path, crop, cls)
                 summary.added += 1
@@ -298,7 +314,7 @@ def import_yolo(
         if not label_file.is_file():
             log.info("%s: no %s, skipped", path, label_file.name)
             continue
-        spread = _read_or_skip(path, settings, summary)
+        spread = read_or_skip(path, settings, summary.skipped)
         if spread is None:
             continue
         boxes = parse_yolo(label_file.read_text(encoding="utf-8"), spread.width, spread.height,

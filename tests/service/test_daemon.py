@@ -452,27 +452,43 @@ def test_hung_stage_is_timed_out_and_worker_replaced(env: dict[str, Path],
 
 def test_model_promotion_is_picked_up_without_restart(env: dict[str, Path],
                                                       base_spreads: list[np.ndarray]) -> None:
+    """A newly current model is loaded without a restart, classifies the stored crops again
+    (classify.rescore = "all", the default) and the reported sample gets a new version."""
     models = env["tmp"] / "models"
     shutil.copytree(env["models"], models)
-    config = write_config(env["config"], env["data"], models, [env["inbox"]])
+    config = write_config(env["config"], env["data"], models, [env["inbox"]],
+                          '[report]\nformats = ["html"]\n')
     blobs = spread_bytes(base_spreads, 2, offset=700)
     db = env["db"]
     d = DaemonProcess(config, env["tmp"])
+
+    def latest_versions(path: str) -> set[str]:
+        return {v for (v,) in query(db, """SELECT p.model_version FROM images i
+            JOIN crops c ON c.image_id = i.id JOIN predictions p ON p.id =
+            (SELECT MAX(id) FROM predictions q WHERE q.crop_id = c.id) WHERE i.path = ?""",
+            path)}
+
     try:
         d.wait_ready()
-        (env["inbox"] / "S1" / "before.png").write_bytes(blobs[0])
-        wait_for(finished(db, 1), 60, "first file")
+        before = env["inbox"] / "S1" / "before.png"
+        before.write_bytes(blobs[0])
+        (env["inbox"] / "S1" / "DONE").write_text("")
+        wait_for(lambda: query(db, "SELECT MAX(version) FROM reports") == [(1,)], 60,
+                 "report version 1")
+        old_version = latest_versions(str(before))
         install_tiny_model(models, name="tiny2", seed=1)
         new_version = ModelLibrary(models).load_ensemble("tiny2", device="cpu").version
         assert ModelLibrary(models).current_name() == "tiny2"
         wait_for(lambda: "model reloaded without a restart" in d.log, 30, "model reload")
+        wait_for(lambda: latest_versions(str(before)) == {new_version}, 30,
+                 "the stored crops classified again")
+        assert old_version != {new_version}
+        wait_for(lambda: query(db, "SELECT MAX(version), model FROM reports "
+                                   "WHERE version = 2") == [(2, "tiny2")], 30,
+                 "report version 2 with the new model")
         (env["inbox"] / "S1" / "after.png").write_bytes(blobs[1])
         wait_for(finished(db, 2), 60, "second file")
-        versions = dict(query(db, """SELECT i.path, MIN(p.model_version) FROM images i
-            JOIN crops c ON c.image_id = i.id JOIN predictions p ON p.crop_id = c.id
-            GROUP BY i.id"""))
-        assert versions[str(env["inbox"] / "S1" / "after.png")] == new_version
-        assert versions[str(env["inbox"] / "S1" / "before.png")] != new_version
+        assert latest_versions(str(env["inbox"] / "S1" / "after.png")) == {new_version}
         d.signal(signal.SIGTERM)
         assert d.wait(60) == 0
     finally:
