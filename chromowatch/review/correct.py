@@ -25,7 +25,7 @@ import numpy as np
 from chromowatch.records import CLASS_NAMES
 
 Z95 = 1.959963984540054
-Answer = Literal["soft", "hard"]
+Answer = Literal["soft", "hard", "strata"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,30 @@ def _with_bc(v: np.ndarray) -> np.ndarray:
     return np.concatenate([v, v[..., 1:2] + v[..., 2:3]], axis=-1)
 
 
+def _strata_total(unrev: np.ndarray, audit: np.ndarray, truth: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Post-stratified by the predicted class: each predicted class's unreviewed crops are
+    split as that class's audit crops are (the ratio estimator). A predicted class without
+    audit crops keeps the model's answers plus the pooled error. Returns the unreviewed
+    total (A, B, C) and its variance."""
+    pu, pa = unrev.argmax(axis=1), audit.argmax(axis=1)
+    pooled = (truth - _answers(audit, "hard")).mean(axis=0)
+    total, var = np.zeros(3), np.zeros(3)
+    for k in range(3):
+        n_k, in_k = int((pu == k).sum()), pa == k
+        a_k = int(in_k.sum())
+        if n_k == 0:
+            continue
+        if a_k == 0:
+            total += n_k * (np.eye(3)[k] + pooled)
+            var += n_k * 0.25 * (1 + n_k)  # nothing known of this stratum: the worst case
+            continue
+        q = truth[in_k].mean(axis=0)
+        total += n_k * q
+        var += n_k * q * (1 - q) * (1 + n_k / a_k)
+    return total, var
+
+
 def audit_correction(
     confirmed: Mapping[str, int],
     unreviewed: np.ndarray,
@@ -63,28 +87,35 @@ def audit_correction(
     answer: Answer = "soft",
 ) -> AuditCorrection:
     """`unreviewed`: (N, 3) probabilities of the crops nobody answered; `audit_probs` (M, 3)
-    and `audit_truth` (M classes) the audit crops, scored by the same model. Raises
-    ValueError without audit crops."""
+    and `audit_truth` (M classes) the audit crops, scored by the same model. `answer`: the
+    model's answer as its probabilities (soft), its class (hard), or its class as strata of
+    a ratio estimator (strata). Raises ValueError without audit crops."""
     m = len(audit_truth)
     if m == 0:
         raise ValueError("no audit crops")
     truth = np.zeros((m, 3))
     truth[np.arange(m), [CLASS_NAMES.index(t) for t in audit_truth]] = 1.0
     unrev = np.asarray(unreviewed, dtype=float).reshape(-1, 3)
-    resid = _with_bc(truth - _answers(np.asarray(audit_probs, float).reshape(-1, 3), answer))
+    audit = np.asarray(audit_probs, float).reshape(-1, 3)
+    resid = truth - _answers(audit, "hard" if answer == "strata" else answer)
     n_u = len(unrev)
     conf = np.asarray([confirmed.get(c, 0) for c in CLASS_NAMES], dtype=float)
     n = conf.sum() + n_u
     if n == 0:
         raise ValueError("no crops to count")
     bias = resid.mean(axis=0)
-    total = _with_bc(conf) + _with_bc(_answers(unrev, answer)).sum(axis=0) + n_u * bias
-    point = np.clip(total[:3], 0.0, None)
-    point = point / point.sum() if point.sum() > 0 else np.full(3, 1 / 3)
-    point = _with_bc(point)
-    # residual variance per crop; one audit crop cannot estimate it: take the worst case
-    var = resid.var(axis=0, ddof=1) if m > 1 else np.full(4, 0.25)
-    sd = np.sqrt(n_u * var * (1.0 + n_u / m)) / n
+    if answer == "strata":
+        unrev_total, unrev_var = _strata_total(unrev, audit, truth)
+        # B+C: B and C counts covary negatively, so the sum of variances bounds it
+        var_total = np.concatenate([unrev_var, [unrev_var[1] + unrev_var[2]]])
+    else:
+        unrev_total = _answers(unrev, answer).sum(axis=0) + n_u * bias
+        # residual variance per crop; one audit crop cannot estimate it: the worst case
+        rv = _with_bc(resid).var(axis=0, ddof=1) if m > 1 else np.full(4, 0.25)
+        var_total = n_u * rv * (1.0 + n_u / m)
+    point = np.clip(conf + unrev_total, 0.0, None)
+    point = _with_bc(point / point.sum() if point.sum() > 0 else np.full(3, 1 / 3))
+    sd = np.sqrt(var_total) / n
     keys = (*CLASS_NAMES, "B+C")
     return AuditCorrection(
         fractions={k: float(point[i]) for i, k in enumerate(keys)},

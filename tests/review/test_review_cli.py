@@ -114,3 +114,22 @@ def test_answers_naming_unknown_crops_write_nothing(
     assert "999999" in capsys.readouterr().err
     with Store.open(env.paths.db) as store:
         assert store.current_labels() == []
+
+
+def test_a_sample_unlike_the_validation_samples_is_said_to_look_new(
+        env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    from chromowatch.classify.library import ModelLibrary
+    from tests.helpers import install_tiny_model
+
+    name = install_tiny_model(env.paths.models)
+    library = ModelLibrary(env.paths.models)
+    sure = {"mean_confidence": 0.97, "predicted_fractions": {"A": 0.6, "B": 0.3, "C": 0.1}}
+    library.save_ensemble(name, list(library.ensemble_info(name).members),
+                          metrics={"holdout": {"per_sample": {"wt": sure}}})
+    capsys.readouterr()
+    assert main(["results", "--sample", "mut", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["looks_new"] and "mean confidence" in row["looks_new"]
+    assert "review 100 more crops" in row["looks_new"]
+    assert main(["results", "--sample", "mut"]) == 0
+    assert "warning: mut: This sample looks unlike" in capsys.readouterr().out
