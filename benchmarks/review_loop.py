@@ -219,7 +219,7 @@ def truth_fractions(y: np.ndarray) -> np.ndarray:
     return np.bincount(y, minlength=3) / len(y)
 
 
-ANSWERS = ("soft", "hard", "strata")
+ANSWERS = ("soft", "hard", "strata", "soft+shrink", "strata+shrink")
 
 
 def corrected(y: np.ndarray, probs: np.ndarray, reviewed: dict[int, str],
@@ -238,7 +238,9 @@ def corrected(y: np.ndarray, probs: np.ndarray, reviewed: dict[int, str],
         out = {}
         for answer in ANSWERS:
             a = audit_correction(confirmed, probs[unrev], probs[audits],
-                                 [CLASS_NAMES[y[i]] for i in audits], answer=answer)  # type: ignore[arg-type]
+                                 [CLASS_NAMES[y[i]] for i in audits],
+                                 answer=answer.split("+")[0],  # type: ignore[arg-type]
+                                 shrink=answer.endswith("+shrink"))
             out[answer] = np.array([a.fractions[c] for c in CLASS_NAMES])
         return out, "audit"
     pred = np.bincount(probs[unrev].argmax(axis=1), minlength=3)
@@ -328,7 +330,7 @@ def run_direction(crops: Crops, d: Direction, repeats: int, min_audit: int
             grid[f"{policy}|{k}"] = summarise(cells)
             print(d.name, policy, k, grid[f"{policy}|{k}"], flush=True)
     for measure in MEASURES:
-        for k in (50, 100):
+        for k in (100,):
             cells = [run_cell(crops, d, base, validation, k, POLICIES["uncertain+audit"],
                               measure, seed, min_audit) for seed in range(repeats)]
             grid[f"measure:{measure}|{k}"] = summarise(cells)

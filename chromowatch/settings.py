@@ -639,6 +639,11 @@ class TrainingSettings(Section):
     keep_versions: int = Field(
         5, ge=1, description="Trained ensembles kept (current and previous always are)."
     )
+    balance_samples: bool = Field(
+        True, description="Every labelled sample weighs the same in training (and every "
+        "class within the draw), so a new sample's few reviewed crops count; false: one "
+        "crop, one vote (benchmarks/review_loop.py compares them).",
+    )
     min_per_class: int = Field(
         5, ge=1, description="Refuse to train with fewer training crops of any class."
     )

@@ -85,11 +85,16 @@ def audit_correction(
     audit_truth: Sequence[str],
     *,
     answer: Answer = "soft",
+    shrink: bool = False,
 ) -> AuditCorrection:
     """`unreviewed`: (N, 3) probabilities of the crops nobody answered; `audit_probs` (M, 3)
     and `audit_truth` (M classes) the audit crops, scored by the same model. `answer`: the
     model's answer as its probabilities (soft), its class (hard), or its class as strata of
-    a ratio estimator (strata). Raises ValueError without audit crops."""
+    a ratio estimator (strata). `shrink`: the correction of each class is shrunk towards
+    none by how little the audit can tell it from noise (positive-part James-Stein: a
+    correction within its own standard error mostly vanishes, a large one stays); biased
+    towards the model, but a smaller error when the model is nearly right. Raises
+    ValueError without audit crops."""
     m = len(audit_truth)
     if m == 0:
         raise ValueError("no audit crops")
@@ -113,6 +118,11 @@ def audit_correction(
         # residual variance per crop; one audit crop cannot estimate it: the worst case
         rv = _with_bc(resid).var(axis=0, ddof=1) if m > 1 else np.full(4, 0.25)
         var_total = n_u * rv * (1.0 + n_u / m)
+    if shrink:
+        counted = _answers(unrev, "hard" if answer == "strata" else answer).sum(axis=0)
+        delta = unrev_total - counted
+        keep = np.clip(1.0 - var_total[:3] / np.maximum(delta * delta, 1e-12), 0.0, 1.0)
+        unrev_total = counted + keep * delta
     point = np.clip(conf + unrev_total, 0.0, None)
     point = _with_bc(point / point.sum() if point.sum() > 0 else np.full(3, 1 / 3))
     sd = np.sqrt(var_total) / n

@@ -105,10 +105,18 @@ def class_counts(crops: Sequence[LabelledCrop]) -> dict[str, int]:
     return counts
 
 
-def balanced_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n indices drawn with replacement so that every present class is equally likely."""
+def balanced_indices(labels: np.ndarray, n: int, rng: np.random.Generator,
+                     samples: Sequence[str] | None = None) -> np.ndarray:
+    """n indices drawn with replacement so that every present class is equally likely;
+    given `samples`, every labelled sample also weighs the same in all (a new sample's 50
+    reviewed crops are not drowned by another sample's 650)."""
     counts = np.bincount(labels, minlength=len(CLASS_NAMES)).astype(np.float64)
     weights = np.where(counts[labels] > 0, 1.0 / counts[labels], 0.0)
+    if samples is not None:
+        names = np.asarray(samples)
+        for name in np.unique(names):
+            mine = names == name
+            weights[mine] /= weights[mine].sum()
     return rng.choice(len(labels), size=n, replace=True, p=weights / weights.sum())
 
 

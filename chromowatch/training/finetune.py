@@ -124,7 +124,8 @@ def _member_step(run: _Run, i: int, t: torch.Tensor, y: torch.Tensor, w: torch.T
 def _train_epoch(run: _Run) -> tuple[np.ndarray, int]:
     """One pass over the balanced, bagged training order: (summed loss per member, samples)."""
     cfg, device, states = run.cfg, run.device, run.states
-    order = balanced_indices(run.y_train, len(run.train), run.rng)
+    samples = [c.sample for c in run.train] if run.cfg.balance_samples else None
+    order = balanced_indices(run.y_train, len(run.train), run.rng, samples)
     bags = run.rng.poisson(1.0, size=(len(states), len(order))).astype(np.float32)
     losses = np.zeros(len(states))
     for start in range(0, len(order), cfg.batch_size):
