@@ -84,8 +84,8 @@ def audit_correction(
     audit_probs: np.ndarray,
     audit_truth: Sequence[str],
     *,
-    answer: Answer = "soft",
-    shrink: bool = False,
+    answer: Answer = "strata",
+    shrink: bool = True,
 ) -> AuditCorrection:
     """`unreviewed`: (N, 3) probabilities of the crops nobody answered; `audit_probs` (M, 3)
     and `audit_truth` (M classes) the audit crops, scored by the same model. `answer`: the

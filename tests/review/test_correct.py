@@ -21,7 +21,8 @@ def _population(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarra
     return y, probs
 
 
-def test_corrected_fractions_are_unbiased_and_the_interval_covers() -> None:
+@pytest.mark.parametrize("answer", ["soft", "hard", "strata"])
+def test_corrected_fractions_are_unbiased_and_the_interval_covers(answer: str) -> None:
     rng = np.random.default_rng(0)
     errors, raw_errors, covered = [], [], 0
     runs = 300
@@ -31,7 +32,7 @@ def test_corrected_fractions_are_unbiased_and_the_interval_covers() -> None:
         rest = np.setdiff1d(np.arange(400), audit)
         confirmed = {c: int((y[audit] == i).sum()) for i, c in enumerate("ABC")}
         a = audit_correction(confirmed, probs[rest], probs[audit],
-                             ["ABC"[t] for t in y[audit]])
+                             ["ABC"[t] for t in y[audit]], answer=answer, shrink=False)
         truth = np.bincount(y, minlength=3) / 400
         est = np.array([a.fractions[c] for c in "ABC"])
         errors.append(est - truth)
@@ -43,6 +44,23 @@ def test_corrected_fractions_are_unbiased_and_the_interval_covers() -> None:
     assert np.abs(bias).max() < 0.01  # the model's 10% C deficit is gone on average
     assert np.mean(raw_errors) < -0.07  # which it would not be without the correction
     assert 0.88 <= covered / runs <= 0.995
+
+
+def test_shrinking_keeps_a_large_correction_and_drops_a_small_one() -> None:
+    rng = np.random.default_rng(1)
+    y, probs = _population(rng, 400)
+    audit = rng.choice(400, size=80, replace=False)
+    rest = np.setdiff1d(np.arange(400), audit)
+    confirmed = {c: int((y[audit] == i).sum()) for i, c in enumerate("ABC")}
+    truth_a = ["ABC"[t] for t in y[audit]]
+    kept = audit_correction(confirmed, probs[rest], probs[audit], truth_a)  # the defaults
+    plain = audit_correction(confirmed, probs[rest], probs[audit], truth_a, shrink=False)
+    assert kept.fractions["C"] == pytest.approx(plain.fractions["C"], abs=0.02)
+    # a model that is right: nothing to correct, and the audit's noise is not added
+    exact = np.eye(3)[y] * 0.8 + 0.2 / 3
+    fine = audit_correction(confirmed, exact[rest], exact[audit], truth_a)
+    counted = (np.bincount(y[rest], minlength=3) + [confirmed[c] for c in "ABC"]) / 400
+    assert [fine.fractions[c] for c in "ABC"] == pytest.approx(list(counted), abs=1e-9)
 
 
 def test_counts_and_bc() -> None:
