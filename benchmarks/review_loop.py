@@ -220,6 +220,7 @@ def truth_fractions(y: np.ndarray) -> np.ndarray:
 
 
 ANSWERS = ("soft", "hard", "strata", "soft+shrink", "strata+shrink")
+DEFAULT = "strata+shrink"  # what chromowatch.review.correct.audit_correction does by default
 
 
 def corrected(y: np.ndarray, probs: np.ndarray, reviewed: dict[int, str],
@@ -339,6 +340,36 @@ def run_direction(crops: Crops, d: Direction, repeats: int, min_audit: int
     return out
 
 
+def markdown(result: dict[str, object]) -> str:
+    """The tables BENCHMARKS.md shows: per direction, fraction error (mean over the audit
+    seeds, share of seeds within 0.03) of the default estimator per K and policy, the
+    unreviewed crops' accuracy, then the estimators and measures at K = 100."""
+    lines = []
+    for name in ("WT -> ddx11", "ddx11 -> WT"):
+        d = result[name]
+        assert isinstance(d, dict)
+        lines += [f"**{name}** ({d['n']} crops, true A/B/C {d['truth']}; before review the "
+                  f"model's accuracy {d['base_accuracy']}, fractions {d['base_fractions']})", "",
+                  "| K | " + " | ".join(POLICIES) + " |", "|---" * (len(POLICIES) + 1) + "|"]
+        grid = d["grid"]
+        for k in KS:
+            cells = []
+            for policy in POLICIES:
+                g = grid[f"{policy}|{k}"]
+                e = g[DEFAULT]
+                cells.append(f"{e['mean']:.3f} ({e['within_0.03']:.0%}); "
+                             f"raw {g['raw_error_mean']:.3f}; acc {g['unreviewed_accuracy']}")
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+        lines += ["", "| K = 100, uncertain+audit | " + " | ".join(ANSWERS) + " |",
+                  "|---" * (len(ANSWERS) + 1) + "|"]
+        for measure in MEASURES:
+            g = grid[f"measure:{measure}|100"]
+            lines.append(f"| {measure} | " + " | ".join(
+                f"{g[a]['mean']:.3f} / p90 {g[a]['p90']:.3f}" for a in ANSWERS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the results as JSON here")
@@ -368,7 +399,7 @@ def main() -> None:
     text = json.dumps(result, indent=1)
     if args.out:
         Path(args.out).write_text(text)
-    print(text)
+    print(markdown(result))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def test_every_command_of_the_table_is_parsed_to_its_function() -> None:
             "synth": ["synth", "out"], "segment": ["segment", "x.png"],
             "classify": ["classify", "c.png"], "process": ["process", "p", "--sample", "s"],
             "report": ["report", "s"], "export": ["export", "--format", "csv"],
-            "crops": ["crops", "import", "d", "--sample", "s"]}
+            "crops": ["crops", "import", "d", "--sample", "s"],
+            "review": ["review", "queue", "--sample", "s"]}
     for command in COMMANDS:
         args = parser.parse_args(argv.get(command.name, [command.name]))
         assert args.command == command.name and args.func is command.run
