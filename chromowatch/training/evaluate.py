@@ -51,6 +51,8 @@ def score(probs: np.ndarray, labels: np.ndarray, samples: Sequence[str]) -> dict
             "predicted_fractions": {c: round(float(v), 4) for c, v in zip(CLASS_NAMES, pred_f,
                                                                          strict=True)},
             "fraction_error": round(float(np.abs(true_f - pred_f).max()), 4),
+            # what a sample looked like to the model: a new sample is compared with these
+            "mean_confidence": round(float(probs[idx].max(axis=1).mean()), 4),
         }
     picked = probs[np.arange(n), labels] if n else np.zeros(0)
     return {
