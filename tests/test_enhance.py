@@ -8,7 +8,11 @@ import pytest
 from chromowatch.enhance import (
     enhance_crop,
     erase_edge_objects,
+    frame,
+    frame_on_background,
+    frame_on_white,
     gamma,
+    jpeg_roundtrip,
     linear,
     normalise_mean_std,
     paint_outside_mask,
@@ -93,8 +97,11 @@ def _rod_crop(with_neighbour: bool) -> Crop:
     return Crop(index=0, bbox=BBox(0, 0, 30, 40), rgb=rgb, mask=mask)
 
 
+AS_CUT = EnhanceSettings(frame_margin=None, jpeg_quality=None)  # the paper's framing, no JPEG
+
+
 def test_enhance_crop_white_background_dark_object_no_neighbour() -> None:
-    out = enhance_crop(_rod_crop(with_neighbour=True), EnhanceSettings())
+    out = enhance_crop(_rod_crop(with_neighbour=True), AS_CUT)
     assert out.shape == (40, 30, 3) and out.dtype == np.uint8
     assert (out[0:6, 0:5] == 255).all()  # the neighbour is gone
     assert (out[35:, :] == 255).all()  # glass is white
@@ -104,7 +111,7 @@ def test_enhance_crop_white_background_dark_object_no_neighbour() -> None:
 def test_enhance_crop_without_mask_erases_the_small_edge_piece() -> None:
     crop = _rod_crop(with_neighbour=True)
     bare = Crop(index=0, bbox=crop.bbox, rgb=crop.rgb)
-    out = enhance_crop(bare, EnhanceSettings())
+    out = enhance_crop(bare, AS_CUT)
     assert (out[0:6, 0:5] == 255).all()  # 30 px < 8% of 1200 px, touching the edge
     assert out[20, 14].mean() < 200
 
@@ -121,8 +128,60 @@ def test_restain_keeps_darkness_and_sets_the_hue() -> None:
 
 def test_enhance_crop_without_stain_is_the_papers_step() -> None:
     crop = _rod_crop(with_neighbour=False)
-    settings = EnhanceSettings(stain=None)
+    settings = EnhanceSettings(stain=None, frame_margin=None, jpeg_quality=None)
     expected = erase_edge_objects(
         gamma(linear(normalise_mean_std(crop.rgb, 90.0, 16.0), 3.0, 30.0), 3.0), 0.08
     )
     assert (enhance_crop(crop, settings) == expected).all()
+
+
+# -- the published crops' framing and JPEG (crop style, issue 17) ------------------------------
+
+
+def test_frame_cuts_or_widens_to_the_margin() -> None:
+    img = np.arange(100, dtype=np.uint8).reshape(10, 10)
+    out = frame(img, (0, 3, 4, 5), 0.5, 0)  # box 4 x 2 at the left edge, margin 2 px
+    assert out.shape == (6, 8)
+    assert (out[:, :2] == 0).all()  # beyond the image: fill
+    assert out[0, 2] == img[1, 0] and out[2, 2] == img[3, 0]  # the box's corner, 2 px in
+    assert (frame(img, (4, 4, 6, 6), 1.0, 0) == img[2:8, 2:8]).all()  # cut
+    assert frame(img, (0, 0, 10, 10), 0.0, 0).tolist() == img.tolist()
+
+
+def test_frame_on_background_widens_with_the_crops_own_glass() -> None:
+    crop = _rod_crop(with_neighbour=False)  # object 24 x 6 px at rows 8..31, cols 12..17
+    out = frame_on_background(crop.rgb, crop.mask, 0.25)  # 6 px each side
+    assert out.shape == (36, 18, 3)
+    assert (out[0, 0] == crop.rgb[0, 0]).all()  # glass, from the crop's own background
+    assert (out[6:30, 6:12] == crop.rgb[8:32, 12:18]).all()
+
+
+def test_enhanced_crop_has_the_published_margin_on_white() -> None:
+    crop = _rod_crop(with_neighbour=True)
+    out = enhance_crop(crop, EnhanceSettings(jpeg_quality=None))
+    grey = out.mean(axis=2)
+    ys, xs = np.nonzero(grey < 225)
+    long_side = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+    margins = [xs.min(), ys.min(), out.shape[1] - 1 - xs.max(), out.shape[0] - 1 - ys.max()]
+    assert all(abs(m - 0.16 * long_side) <= 1 for m in margins)
+    assert (out[0] == 255).all() and (out[:, 0] == 255).all()  # the neighbour stayed away
+    assert frame_on_white(out, 0.16).shape == out.shape  # framing twice changes nothing
+
+
+def test_framing_makes_the_chromosome_as_dark_as_with_the_published_margin() -> None:
+    # With the crop's own glass around it, the mean/std step sees a share of background like
+    # the published crops' and the chromosome comes out darker than when cut tight.
+    crop = _rod_crop(with_neighbour=False)
+    tight = Crop(index=0, bbox=crop.bbox, rgb=crop.rgb[6:34, 10:20], mask=crop.mask[6:34, 10:20])
+    as_cut = enhance_crop(tight, AS_CUT)
+    framed = enhance_crop(tight, EnhanceSettings(jpeg_quality=None))
+    assert framed.mean(axis=2).min() < as_cut.mean(axis=2).min() - 10
+
+
+def test_jpeg_roundtrip_adds_small_noise_only() -> None:
+    rng = np.random.default_rng(0)
+    img = np.full((32, 32, 3), 255, np.uint8)
+    img[8:24, 12:20] = rng.integers(60, 140, size=(16, 8, 3), dtype=np.uint8)
+    out = jpeg_roundtrip(img, 95)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert 0 < np.abs(out.astype(int) - img).mean() < 6
