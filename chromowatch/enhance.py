@@ -9,12 +9,14 @@ of the published crops (optional), pixel mean/std set to 90/16,
 erased to white.
 
 The crop style of the published crops (issue 17): besides their look after the paper's steps,
-they have a framing, a margin around the chromosome of about 0.16 of its box's longer side on
-each side, and they are JPEGs (quality about 95). A crop cut from a spread with a box padded
-by a few pixels has less margin, and since the mean/std step sees the whole crop, its
-chromosome also came out about 25 grey levels lighter. So the crop is first framed to the
-published margin on its own background (`frame_margin`), enhanced, framed again on white (the
-paper's steps move the edge of what is dark), and passed once through JPEG (`jpeg_quality`).
+they have a framing, a mean margin around the chromosome of about 0.16 of its box's longer
+side, off-centre as a hand-drawn box leaves it, and they are JPEGs (quality 95). A crop cut
+from a spread with a box padded by a few pixels has less margin, and since the mean/std step
+sees the whole crop, its chromosome also came out about 25 grey levels lighter. So the crop
+is first framed to the published mean margin on its own background (`frame_margin`; every
+side moved by the same amount, so where the box put the chromosome is kept), enhanced, framed
+again on white (the paper's steps move the edge of what is dark), and passed once through
+JPEG (`jpeg_quality`).
 """
 
 from __future__ import annotations
@@ -145,22 +147,27 @@ def object_box(grey: np.ndarray, mask: np.ndarray | None) -> tuple[int, int, int
 
 def frame(image: np.ndarray, box: tuple[int, int, int, int], margin: float,
           fill: np.ndarray | int) -> np.ndarray:
-    """The crop cut or widened to `box` plus `margin` (a share of the box's longer side) on
-    every side; pixels beyond the original crop are `fill`."""
+    """The crop cut or widened so that its mean margin around `box` is `margin` (a share of
+    the box's longer side), every side moved by the same amount: where the cropper placed
+    the chromosome (off-centre, for a hand-drawn box) is kept. Pixels beyond the original
+    crop are `fill`."""
     x0, y0, x1, y1 = box
-    m = round(margin * max(x1 - x0, y1 - y0))
     h, w = image.shape[:2]
-    out = np.empty((y1 - y0 + 2 * m, x1 - x0 + 2 * m, *image.shape[2:]), image.dtype)
+    sides = np.array([x0, y0, w - x1, h - y1], np.float64)
+    shift = margin * max(x1 - x0, y1 - y0) - sides.mean()
+    left, top, right, bottom = (int(v) for v in np.maximum(0, np.rint(sides + shift)))
+    out = np.empty((y1 - y0 + top + bottom, x1 - x0 + left + right, *image.shape[2:]),
+                   image.dtype)
     out[...] = fill
-    sx0, sy0 = max(0, x0 - m), max(0, y0 - m)
-    sx1, sy1 = min(w, x1 + m), min(h, y1 + m)
-    dx, dy = sx0 - (x0 - m), sy0 - (y0 - m)
+    sx0, sy0 = max(0, x0 - left), max(0, y0 - top)
+    sx1, sy1 = min(w, x1 + right), min(h, y1 + bottom)
+    dx, dy = sx0 - (x0 - left), sy0 - (y0 - top)
     out[dy:dy + sy1 - sy0, dx:dx + sx1 - sx0] = image[sy0:sy1, sx0:sx1]
     return out
 
 
 def frame_on_background(rgb: np.ndarray, mask: np.ndarray | None, margin: float) -> np.ndarray:
-    """A raw crop framed to `margin` around its chromosome, widened with its own background
+    """A raw crop framed to a mean `margin` around its chromosome, widened with its own background
     (the median of the pixels outside the chromosome)."""
     import cv2
 
@@ -175,7 +182,8 @@ def frame_on_background(rgb: np.ndarray, mask: np.ndarray | None, margin: float)
 
 
 def frame_on_white(image: np.ndarray, margin: float, dark: int = 225) -> np.ndarray:
-    """An enhanced crop framed to `margin` around its pixels darker than `dark`, on white."""
+    """An enhanced crop framed to a mean `margin` around its pixels darker than `dark`, on
+    white."""
     import cv2
 
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image

@@ -252,10 +252,12 @@ class EnhanceSettings(Section):
         0.16,
         ge=0,
         le=2,
-        description="Margin around the chromosome on each side, as a share of the longer side "
-        "of its box: the crop is framed to it on its own background before the paper's steps "
-        "and on white after them. 0.16 is the published ikemoto2023 crops' median, and with it "
-        "the enhanced chromosome comes out as dark as theirs; unset: the crop as cut.",
+        description="Mean margin around the chromosome (over its four sides), as a share of "
+        "the longer side of its box: the crop is framed to it on its own background before the "
+        "paper's steps and on white after them, every side moved by the same amount (an "
+        "off-centre chromosome stays off-centre). 0.16 is the published ikemoto2023 crops' "
+        "median, and with it the enhanced chromosome comes out as dark as theirs; unset: the "
+        "crop as cut.",
     )
     jpeg_quality: int | None = Field(
         95,

@@ -138,22 +138,25 @@ def test_enhance_crop_without_stain_is_the_papers_step() -> None:
 # -- the published crops' framing and JPEG (crop style, issue 17) ------------------------------
 
 
-def test_frame_cuts_or_widens_to_the_margin() -> None:
+def test_frame_sets_the_mean_margin_and_keeps_the_offsets() -> None:
     img = np.arange(100, dtype=np.uint8).reshape(10, 10)
-    out = frame(img, (0, 3, 4, 5), 0.5, 0)  # box 4 x 2 at the left edge, margin 2 px
-    assert out.shape == (6, 8)
-    assert (out[:, :2] == 0).all()  # beyond the image: fill
-    assert out[0, 2] == img[1, 0] and out[2, 2] == img[3, 0]  # the box's corner, 2 px in
-    assert (frame(img, (4, 4, 6, 6), 1.0, 0) == img[2:8, 2:8]).all()  # cut
+    centred = frame(img, (3, 3, 7, 7), 0.5, 0)  # box 4 x 4, margins 3 -> 0.5 * 4 = 2 px
+    assert (centred == img[1:9, 1:9]).all()
+    # off-centre (margins 1, 3, 5, 3 px): every side 1 px less, the chromosome stays left
+    assert (frame(img, (1, 3, 5, 7), 0.5, 0) == img[1:9, 1:9]).all()  # left 0, right 4
+    wide = frame(img, (0, 3, 4, 5), 1.5, 0)  # margins 0, 3, 6, 5 -> +2.5: 2, 6, 8, 8 px
+    assert wide.shape == (16, 14)
+    assert (wide[:, :2] == 0).all()  # beyond the image: fill
+    assert wide[6, 2] == img[3, 0] and wide[7, 5] == img[4, 3]
     assert frame(img, (0, 0, 10, 10), 0.0, 0).tolist() == img.tolist()
 
 
 def test_frame_on_background_widens_with_the_crops_own_glass() -> None:
     crop = _rod_crop(with_neighbour=False)  # object 24 x 6 px at rows 8..31, cols 12..17
-    out = frame_on_background(crop.rgb, crop.mask, 0.25)  # 6 px each side
-    assert out.shape == (36, 18, 3)
+    out = frame_on_background(crop.rgb, crop.mask, 0.25)  # margins 12, 8, 12, 8 -> mean 6
+    assert out.shape == (32, 22, 3)
     assert (out[0, 0] == crop.rgb[0, 0]).all()  # glass, from the crop's own background
-    assert (out[6:30, 6:12] == crop.rgb[8:32, 12:18]).all()
+    assert (out[4:28, 8:14] == crop.rgb[8:32, 12:18]).all()
 
 
 def test_enhanced_crop_has_the_published_margin_on_white() -> None:
@@ -163,7 +166,7 @@ def test_enhanced_crop_has_the_published_margin_on_white() -> None:
     ys, xs = np.nonzero(grey < 225)
     long_side = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
     margins = [xs.min(), ys.min(), out.shape[1] - 1 - xs.max(), out.shape[0] - 1 - ys.max()]
-    assert all(abs(m - 0.16 * long_side) <= 1 for m in margins)
+    assert abs(np.mean(margins) - 0.16 * long_side) <= 1
     assert (out[0] == 255).all() and (out[:, 0] == 255).all()  # the neighbour stayed away
     assert frame_on_white(out, 0.16).shape == out.shape  # framing twice changes nothing
 
