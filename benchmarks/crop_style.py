@@ -52,7 +52,7 @@ def published_crops() -> tuple[list[np.ndarray], np.ndarray]:
 def segmenter_crops() -> tuple[list[object], np.ndarray]:
     """The segmenter's crops of the ddx11 spreads that match a labelled box, with its class."""
     from chromowatch.ingest import read_spread
-    from chromowatch.segmentation import segment
+    from chromowatch.segmentation.segment import segment
     from chromowatch.settings import Settings
     from chromowatch.training.labels import parse_yolo
 
@@ -62,7 +62,9 @@ def segmenter_crops() -> tuple[list[object], np.ndarray]:
         spread = read_spread(image, settings.ingest)
         label_file = DATA / "ddx11" / "labels" / f"{image.stem}.txt"
         boxes = parse_yolo(label_file.read_text(), spread.width, spread.height)
-        for crop in segment(spread.rgb, settings.segment).crops:
+        found = segment(spread.rgb, settings.segment,
+                        chroma_subsampled=spread.chroma_subsampled).crops
+        for crop in found:
             best = max(boxes, key=lambda b, c=crop: c.bbox.iou(b[0]))  # type: ignore[misc]
             if crop.bbox.iou(best[0]) >= 0.5:
                 crops.append(crop)
