@@ -248,6 +248,25 @@ class EnhanceSettings(Section):
         "the published models saw (chosen so enhanced ddx11 crops match their colour); unset: "
         "no recolouring, the paper's step 2 alone.",
     )
+    frame_margin: float | None = Field(
+        0.16,
+        ge=0,
+        le=2,
+        description="Mean margin around the chromosome (over its four sides), as a share of "
+        "the longer side of its box: the crop is framed to it on its own background before the "
+        "paper's steps and on white after them, every side moved by the same amount (an "
+        "off-centre chromosome stays off-centre). 0.16 is the published ikemoto2023 crops' "
+        "median, and with it the enhanced chromosome comes out as dark as theirs; unset: the "
+        "crop as cut.",
+    )
+    jpeg_quality: int | None = Field(
+        95,
+        ge=1,
+        le=100,
+        description="Pass the enhanced crop once through JPEG of this quality, as the published "
+        "crops were (their quantisation tables are quality 95's), so its background has their "
+        "noise instead of flat white; unset: no JPEG.",
+    )
 
 
 class ClassifySettings(Section):
@@ -626,6 +645,27 @@ class TrainingSettings(Section):
     contrast_jitter: float = Field(
         0.15, ge=0, lt=1,
         description="Augment: stain darkness, gamma and saturation changed by up to this share.",
+    )
+    margin_jitter: float = Field(
+        0.6, ge=0, lt=1,
+        description="Augment: each side's margin around the chromosome redrawn, up to this "
+        "share more or less than the crop's mean margin (crop sources frame differently: the "
+        "published crops are off-centre, chromowatch's centred; see BENCHMARKS.md, crop style).",
+    )
+    background_jitter: float = Field(
+        8.0, ge=0, le=64,
+        description="Augment: the white background made up to this many grey levels darker "
+        "(black stays black).",
+    )
+    blur: float = Field(
+        1.0, ge=0, le=10,
+        description="Augment: half the views blurred with a Gaussian of sigma up to this many "
+        "px (crops upsampled from smaller spreads are softer); 0: never.",
+    )
+    jpeg_min_quality: int = Field(
+        70, ge=0, le=100,
+        description="Augment: half the views passed through JPEG of a quality from this to "
+        "100 (the published crops are JPEGs); 0: never.",
     )
     promote_margin: float = Field(
         0.01, ge=0, le=1, description="A candidate must beat the current ensemble's holdout "

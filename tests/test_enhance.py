@@ -8,7 +8,11 @@ import pytest
 from chromowatch.enhance import (
     enhance_crop,
     erase_edge_objects,
+    frame,
+    frame_on_background,
+    frame_on_white,
     gamma,
+    jpeg_roundtrip,
     linear,
     normalise_mean_std,
     paint_outside_mask,
@@ -93,8 +97,11 @@ def _rod_crop(with_neighbour: bool) -> Crop:
     return Crop(index=0, bbox=BBox(0, 0, 30, 40), rgb=rgb, mask=mask)
 
 
+AS_CUT = EnhanceSettings(frame_margin=None, jpeg_quality=None)  # the paper's framing, no JPEG
+
+
 def test_enhance_crop_white_background_dark_object_no_neighbour() -> None:
-    out = enhance_crop(_rod_crop(with_neighbour=True), EnhanceSettings())
+    out = enhance_crop(_rod_crop(with_neighbour=True), AS_CUT)
     assert out.shape == (40, 30, 3) and out.dtype == np.uint8
     assert (out[0:6, 0:5] == 255).all()  # the neighbour is gone
     assert (out[35:, :] == 255).all()  # glass is white
@@ -104,7 +111,7 @@ def test_enhance_crop_white_background_dark_object_no_neighbour() -> None:
 def test_enhance_crop_without_mask_erases_the_small_edge_piece() -> None:
     crop = _rod_crop(with_neighbour=True)
     bare = Crop(index=0, bbox=crop.bbox, rgb=crop.rgb)
-    out = enhance_crop(bare, EnhanceSettings())
+    out = enhance_crop(bare, AS_CUT)
     assert (out[0:6, 0:5] == 255).all()  # 30 px < 8% of 1200 px, touching the edge
     assert out[20, 14].mean() < 200
 
@@ -121,8 +128,63 @@ def test_restain_keeps_darkness_and_sets_the_hue() -> None:
 
 def test_enhance_crop_without_stain_is_the_papers_step() -> None:
     crop = _rod_crop(with_neighbour=False)
-    settings = EnhanceSettings(stain=None)
+    settings = EnhanceSettings(stain=None, frame_margin=None, jpeg_quality=None)
     expected = erase_edge_objects(
         gamma(linear(normalise_mean_std(crop.rgb, 90.0, 16.0), 3.0, 30.0), 3.0), 0.08
     )
     assert (enhance_crop(crop, settings) == expected).all()
+
+
+# -- the published crops' framing and JPEG (crop style, issue 17) ------------------------------
+
+
+def test_frame_sets_the_mean_margin_and_keeps_the_offsets() -> None:
+    img = np.arange(100, dtype=np.uint8).reshape(10, 10)
+    centred = frame(img, (3, 3, 7, 7), 0.5, 0)  # box 4 x 4, margins 3 -> 0.5 * 4 = 2 px
+    assert (centred == img[1:9, 1:9]).all()
+    # off-centre (margins 1, 3, 5, 3 px): every side 1 px less, the chromosome stays left
+    assert (frame(img, (1, 3, 5, 7), 0.5, 0) == img[1:9, 1:9]).all()  # left 0, right 4
+    wide = frame(img, (0, 3, 4, 5), 1.5, 0)  # margins 0, 3, 6, 5 -> +2.5: 2, 6, 8, 8 px
+    assert wide.shape == (16, 14)
+    assert (wide[:, :2] == 0).all()  # beyond the image: fill
+    assert wide[6, 2] == img[3, 0] and wide[7, 5] == img[4, 3]
+    assert frame(img, (0, 0, 10, 10), 0.0, 0).tolist() == img.tolist()
+
+
+def test_frame_on_background_widens_with_the_crops_own_glass() -> None:
+    crop = _rod_crop(with_neighbour=False)  # object 24 x 6 px at rows 8..31, cols 12..17
+    out = frame_on_background(crop.rgb, crop.mask, 0.25)  # margins 12, 8, 12, 8 -> mean 6
+    assert out.shape == (32, 22, 3)
+    assert (out[0, 0] == crop.rgb[0, 0]).all()  # glass, from the crop's own background
+    assert (out[4:28, 8:14] == crop.rgb[8:32, 12:18]).all()
+
+
+def test_enhanced_crop_has_the_published_margin_on_white() -> None:
+    crop = _rod_crop(with_neighbour=True)
+    out = enhance_crop(crop, EnhanceSettings(jpeg_quality=None))
+    grey = out.mean(axis=2)
+    ys, xs = np.nonzero(grey < 225)
+    long_side = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+    margins = [xs.min(), ys.min(), out.shape[1] - 1 - xs.max(), out.shape[0] - 1 - ys.max()]
+    assert abs(np.mean(margins) - 0.16 * long_side) <= 1
+    assert (out[0] == 255).all() and (out[:, 0] == 255).all()  # the neighbour stayed away
+    assert frame_on_white(out, 0.16).shape == out.shape  # framing twice changes nothing
+
+
+def test_framing_makes_the_chromosome_as_dark_as_with_the_published_margin() -> None:
+    # With the crop's own glass around it, the mean/std step sees a share of background like
+    # the published crops' and the chromosome comes out darker than when cut tight.
+    crop = _rod_crop(with_neighbour=False)
+    tight = Crop(index=0, bbox=crop.bbox, rgb=crop.rgb[6:34, 10:20], mask=crop.mask[6:34, 10:20])
+    as_cut = enhance_crop(tight, AS_CUT)
+    framed = enhance_crop(tight, EnhanceSettings(jpeg_quality=None))
+    assert framed.mean(axis=2).min() < as_cut.mean(axis=2).min() - 10
+
+
+def test_jpeg_roundtrip_adds_small_noise_only() -> None:
+    rng = np.random.default_rng(0)
+    img = np.full((32, 32, 3), 255, np.uint8)
+    img[8:24, 12:20] = rng.integers(60, 140, size=(16, 8, 3), dtype=np.uint8)
+    out = jpeg_roundtrip(img, 95)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert 0 < np.abs(out.astype(int) - img).mean() < 6

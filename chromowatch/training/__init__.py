@@ -1,7 +1,9 @@
 """Confirmed labels in, a fine-tuned ensemble out, promoted only when measurably better.
 
     labels.py     import (crop folders, YOLO-boxed spreads, CSV) and export of confirmed labels
-    dataset.py    crops in memory, the fixed hashed holdout and validation split, augmentation
+    dataset.py    crops in memory, the fixed hashed holdout and validation split, batches
+    augment.py    random views for training: geometry, and style so that style is no cue
+    style.py      the crop style measure (benchmarks/crop_style.py)
     nets.py       start points, frozen trunks shared between members, fast scoring
     finetune.py   the training loop (head first, then the later blocks; early stopping)
     calibrate.py  one temperature for the ensemble, fitted on validation, baked into the weights

@@ -1,4 +1,4 @@
-"""Confirmed labels as a dataset: crops in memory, a fixed holdout, augmentation, batches.
+"""Confirmed labels as a dataset: crops in memory, a fixed holdout, batches.
 
 Each crop is identified by the sha256 of its pixels, so two identical crops (the published
 a034/a035) count once, and the split does not depend on database ids: a crop is in the
@@ -7,11 +7,8 @@ so the holdout only grows as labels grow and no trained model ever saw a holdout
 validation split (early stopping, member choice, calibration) is hashed the same way from
 the rest.
 
-Augmentation suits chromosome crops, which have no up, down or handedness: a rotation by any
-angle followed by re-cropping to the chromosome with a margin like the original (what the
-cropper would have cut from a spread with the chromosome at that angle), flips, a change of
-resolution and margin, and small changes of stain darkness, gamma and saturation on
-the white background. Batches are resized exactly as the ensemble resizes for inference (PIL
+Augmentation lives in `chromowatch.training.augment`. Batches are resized exactly as the
+ensemble resizes for inference (PIL
 bilinear to the model's input size), then ImageNet-normalised.
 """
 
@@ -34,7 +31,6 @@ log = logging.getLogger(__name__)
 HOLDOUT = "holdout"
 VALIDATION = "validation"
 TRAIN = "train"
-_DARK = 225  # grey level below which a pixel of an enhanced crop is chromosome
 
 
 @dataclass(frozen=True)
@@ -118,62 +114,6 @@ def balanced_indices(labels: np.ndarray, n: int, rng: np.random.Generator,
             mine = names == name
             weights[mine] /= weights[mine].sum()
     return rng.choice(len(labels), size=n, replace=True, p=weights / weights.sum())
-
-
-@dataclass(frozen=True)
-class Augment:
-    rotation: bool = True
-    scale_jitter: float = 0.15
-    contrast_jitter: float = 0.15
-
-
-def _dark_box(grey: np.ndarray) -> tuple[int, int, int, int] | None:
-    ys, xs = np.nonzero(grey < _DARK)
-    if len(xs) == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
-def augment(image: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
-    """One random view of an enhanced crop (RGB uint8, white background)."""
-    from PIL import Image
-
-    pil = Image.fromarray(image)
-    grey = np.asarray(pil.convert("L"))
-    box = _dark_box(grey)
-    if aug.rotation and box is not None:
-        h, w = grey.shape
-        margins = np.array([box[0], box[1], w - box[2], h - box[3]], np.float64)
-        angle = float(rng.uniform(0.0, 360.0))
-        pil = pil.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True,
-                         fillcolor=(255, 255, 255))
-        rotated = np.asarray(pil.convert("L"))
-        tight = _dark_box(rotated)
-        if tight is not None:
-            margin = float(margins.mean()) * float(
-                rng.uniform(1 - aug.scale_jitter, 1 + aug.scale_jitter) if aug.scale_jitter else 1)
-            m = max(0, round(margin))
-            rh, rw = rotated.shape
-            pil = pil.crop((max(0, tight[0] - m), max(0, tight[1] - m),
-                            min(rw, tight[2] + m), min(rh, tight[3] + m)))
-    if rng.random() < 0.5:
-        pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if not aug.rotation and rng.random() < 0.5:
-        pil = pil.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-    if aug.scale_jitter:
-        s = float(rng.uniform(1 - aug.scale_jitter, 1 + aug.scale_jitter))
-        size = (max(4, round(pil.width * s)), max(4, round(pil.height * s)))
-        pil = pil.resize(size, Image.Resampling.BILINEAR)
-    out = np.asarray(pil).astype(np.float32)
-    if aug.contrast_jitter:
-        j = aug.contrast_jitter
-        darkness = (255.0 - out) * float(rng.uniform(1 - j, 1 + j))
-        out = 255.0 - np.clip(darkness, 0, 255)
-        out = 255.0 * (out / 255.0) ** float(rng.uniform(1 - j, 1 + j))
-        if out.ndim == 3:  # saturation: stains and cameras differ in how purple they are
-            grey = out.mean(axis=2, keepdims=True)
-            out = grey + (out - grey) * float(rng.uniform(1 - 2 * j, 1 + 2 * j))
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def to_batch(images: Sequence[np.ndarray], input_size: tuple[int, int],

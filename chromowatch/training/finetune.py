@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from chromowatch.settings import TrainingSettings
-from chromowatch.training.dataset import Augment, LabelledCrop, augment, balanced_indices, to_batch
+from chromowatch.training.augment import Augment, augment, augment_of
+from chromowatch.training.dataset import LabelledCrop, balanced_indices, to_batch
 from chromowatch.training.nets import (
     Net,
     autocast,
@@ -209,7 +210,7 @@ def train_members(
         y_train=np.array([c.label for c in train], np.int64),
         y_val=torch.tensor([c.label for c in val], dtype=torch.long, device=device),
         val_cache=_val_outputs(nets, [c.image for c in val], device, 64),
-        rng=rng, aug=Augment(cfg.rotation, cfg.scale_jitter, cfg.contrast_jitter), cfg=cfg,
+        rng=rng, aug=augment_of(cfg), cfg=cfg,
         device=device,
     )
     steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size

@@ -98,8 +98,11 @@ def test_import_yolo_cuts_enhances_and_matches_stored_crops(settings: Settings,
         assert summary.added == boxes > 20
         rows = store.current_labels()
         assert len(rows) == boxes and {r.sample for r in rows} == {"syn"}
-        crop = cv2.imread(rows[0].file)
-        assert crop.shape[:2] == (rows[0].bbox.h, rows[0].bbox.w)
+        crop = cv2.imread(rows[0].file)  # cut from the box, framed like the published crops
+        box = rows[0].bbox
+        assert abs(crop.shape[0] - box.h) < box.h // 2 and abs(crop.shape[1] - box.w) < box.w // 2
+        grey = crop.mean(axis=2)
+        assert np.median(np.r_[grey[0], grey[-1], grey[:, 0], grey[:, -1]]) > 240
         # importing the same spreads again: every box matches its stored crop
         again = labels.import_yolo(store, settings, sample / "images", sample / "labels",
                                    sample="syn")

@@ -18,7 +18,7 @@ from chromowatch.errors import ModelError
 from chromowatch.records import CLASS_NAMES
 from chromowatch.settings import Settings, TrainingSettings
 from chromowatch.store import Store
-from chromowatch.training import dataset, job, nets, runner
+from chromowatch.training import augment, dataset, job, nets, runner
 from chromowatch.training.calibrate import bake_temperature, ensemble_nll, fit_temperature, softmax
 from chromowatch.training.evaluate import choose_members, decide, score
 from chromowatch.training.finetune import train_members
@@ -274,7 +274,7 @@ def test_augmentation_keeps_a_white_background_and_the_chromosome() -> None:
     crop = _synthetic(200, seed=3)[0].image
     rng = np.random.default_rng(0)
     for _ in range(10):
-        view = dataset.augment(crop, rng, dataset.Augment())
+        view = augment.augment(crop, rng, augment.Augment())
         assert view.dtype == np.uint8 and view.ndim == 3
         grey = view.mean(axis=2)
         assert np.median(np.r_[grey[0], grey[-1], grey[:, 0], grey[:, -1]]) > 200
