@@ -376,9 +376,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="audit seeds per cell")
     parser.add_argument("--min-audit", type=int, default=20,
                         help="audit crops needed before the audit correction is used")
-    parser.add_argument("--new-weight", type=float, default=0.0,
+    parser.add_argument("--new-weight", type=float, default=1.0,
                         help="in retraining, the answered crops of the new sample weigh this "
-                        "share of the source sample's total (0: one crop, one vote)")
+                        "share of the source sample's total (1: each sample the same, as "
+                        "training.balance_samples does; 0: one crop, one vote)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) /
                         "chromowatch-review-bench", help="where features are cached")
     args = parser.parse_args()
