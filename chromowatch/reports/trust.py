@@ -71,6 +71,14 @@ def correction_for(settings: Settings, data: SampleData, model: ModelInfo | None
     own = _audit_correction(settings, data)
     if own is not None:
         return own
+    if model is not None and model.confusion is not None and looks_new(settings, data, model):
+        # measured (benchmarks/review_loop.py): on a sample unlike the validation samples the
+        # validation confusion made fractions worse, not better; no number beats a wrong one
+        return Correction(None, f"No correction: this sample looks unlike the samples "
+                          f"{model.name} was validated on, so its validation confusion does "
+                          "not apply here. Answer the sample's audit crops (`chromowatch "
+                          f"review queue`; {settings.review.min_audit} needed) to correct it "
+                          "with its own errors.")
     if model is None:
         return Correction(None, "No model is installed, so no holdout confusion matrix: the "
                           "frequencies are not corrected for the model's errors.")

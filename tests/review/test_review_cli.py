@@ -125,11 +125,15 @@ def test_a_sample_unlike_the_validation_samples_is_said_to_look_new(
     library = ModelLibrary(env.paths.models)
     sure = {"mean_confidence": 0.97, "predicted_fractions": {"A": 0.6, "B": 0.3, "C": 0.1}}
     library.save_ensemble(name, list(library.ensemble_info(name).members),
-                          metrics={"holdout": {"per_sample": {"wt": sure}}})
+                          metrics={"holdout": {"per_sample": {"wt": sure},
+                                               "confusion_matrix": [[50, 3, 1], [4, 40, 6],
+                                                                    [1, 5, 30]]}})
     capsys.readouterr()
     assert main(["results", "--sample", "mut", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["looks_new"] and "mean confidence" in row["looks_new"]
     assert "review 100 more crops" in row["looks_new"]
+    # the validation confusion does not apply to a sample unlike the validation samples
+    assert row["corrected"] is None and "looks unlike" in row["correction_note"]
     assert main(["results", "--sample", "mut"]) == 0
     assert "warning: mut: This sample looks unlike" in capsys.readouterr().out
