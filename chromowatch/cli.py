@@ -358,7 +358,7 @@ def cmd_models(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             "current": current,
             "ensembles": [
                 {"name": e.name, "members": list(e.members), "created": e.created,
-                 "metrics": e.metrics}
+                 "cross_sample": _cross_sample(e.metrics), "metrics": e.metrics}
                 for e in ensembles
             ],
             "bundles": [b.name for b in library.list_bundles()],
@@ -375,14 +375,30 @@ def cmd_models(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return 0
 
 
+def _cross_sample(metrics: Any) -> dict[str, Any] | None:
+    """The headline cross-sample figures of a trained ensemble's metrics (whole samples or
+    spreads left out of training); None when it has none."""
+    if not metrics or metrics.get("cross_sample_accuracy") is None:
+        return None
+    return {"accuracy": metrics["cross_sample_accuracy"],
+            "fraction_error_max": metrics.get("cross_sample_fraction_error_max"),
+            "groups": metrics.get("cross_sample_groups")}
+
+
 def _metrics_line(metrics: Any) -> str:
-    """Holdout accuracy, per-class recall and fraction error first; other scalars after."""
+    """Holdout accuracy, per-class recall and fraction error first, then the cross-sample
+    figures; other scalars after."""
     if not metrics:
         return ""
     if "holdout_accuracy" in metrics:
         recall = "/".join(f"{metrics.get(f'recall_{c}') or 0:.2f}" for c in CLASS_NAMES)
+        cross = _cross_sample(metrics)
+        cross_text = (f"cross-sample acc {cross['accuracy']:.3f}, worst-group fraction error "
+                      f"{cross['fraction_error_max']} ({cross['groups']} left-out groups)"
+                      if cross else "cross-sample: none")
         return (f"holdout acc {metrics['holdout_accuracy']:.3f} (n={metrics.get('n_holdout')}), "
-                f"recall A/B/C {recall}, fraction error {metrics.get('fraction_error_max')}")
+                f"recall A/B/C {recall}, fraction error {metrics.get('fraction_error_max')}; "
+                f"{cross_text}")
     return ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in metrics.items() if not isinstance(v, dict | list))
 
