@@ -8,12 +8,13 @@ ikemoto2023 SqueezeNets installed (current, and the base every training starts f
 "wt" with the ikemoto2023 WT crops (`labels import-folder --enhanced`), "ddx11" with the
 342 boxes of ddx11 spreads 1-5 (`labels import-yolo`), "both" with both. `chromowatch train`
 runs in each (as a command, its subprocess included, timed): "on-wt" and "on-ddx11" are the
-candidates trained with one sample left out; "current" is what `chromowatch train` builds
-from all labels with the default settings (its own cross-sample validation included, whose
-figures the manifest records and this prints too).
+candidates trained with one sample left out; "on-both" (the "current" ensemble) is what
+`chromowatch train` builds from all labels with the default settings (its own cross-sample
+validation included, whose figures the manifest records and this prints too; settings for
+this run alone with --current-setting KEY=VALUE, e.g. max_epochs=6).
 
 Then, per direction (trained on WT, tested on ddx11; and the reverse), on every labelled
-crop of the test sample: the published ensemble (never trained on either), "current" (it
+crop of the test sample: the published ensemble (never trained on either), "on-both" (current: it
 saw both samples, the test crops included apart from its holdout: optimistic), and the
 candidate trained on the other sample only. Accuracy, per-class recall, true and predicted
 A/B/C fractions and the fraction error (largest of the three differences).
@@ -56,9 +57,11 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], data_dir: Path) -> tuple[float, str]:
+def _run(args: list[str], data_dir: Path, extra: dict[str, str] | None = None
+         ) -> tuple[float, str]:
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "chromowatch", *args], env=_env(data_dir),
+    proc = subprocess.run([sys.executable, "-m", "chromowatch", *args],
+                          env={**_env(data_dir), **(extra or {})},
                           text=True, stdout=subprocess.PIPE, stderr=None, check=False)
     if proc.returncode not in (0, 3):
         raise SystemExit(f"chromowatch {' '.join(args)} failed ({proc.returncode}):\n"
@@ -140,18 +143,20 @@ def _keep(work: Path, keep: Path) -> None:
           f"(ensembles on-wt, on-ddx11; use CHROMOWATCH_PATHS__MODELS=... or --model)")
 
 
-def _train_all(work: Path, published: Path, train_args: list[str]) -> dict[str, Any]:
+def _train_all(work: Path, published: Path, train_args: list[str],
+               current_settings: dict[str, str]) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     outputs: dict[str, str] = {}
     for d, which, name in (("wt", ["wt"], "on-wt"), ("ddx11", ["ddx11"], "on-ddx11"),
-                           ("both", ["wt", "ddx11"], "current")):
+                           ("both", ["wt", "ddx11"], "on-both")):
         manifest = work / d / "models" / "ensembles" / f"{name}.json"
         if manifest.is_file():  # a rerun with --work: trained already
             print(f"{name}: trained already in {work / d}", flush=True)
             continue
         _prepare(work / d, which, published)
         print(f"training {name} on {'+'.join(which)} ...", flush=True)
-        seconds[name], outputs[name] = _run(["train", "--name", name, *train_args], work / d)
+        seconds[name], outputs[name] = _run(["train", "--name", name, *train_args], work / d,
+                                            current_settings if d == "both" else None)
         print(f"  {seconds[name]:.0f} s: {outputs[name].strip()}", flush=True)
     return {"seconds": seconds, "outputs": outputs}
 
@@ -166,7 +171,8 @@ def _directions(work: Path) -> dict[str, Any]:
         crops = _test_crops(work / test_on)
         rows = {
             "published": _score(work / test_on / "models", "ikemoto2023", crops),
-            "current (saw both: optimistic)": _score(work / "both" / "models", "current", crops),
+            "current on-both (saw both: optimistic)": _score(work / "both" / "models",
+                                                             "on-both", crops),
             f"candidate {CANDIDATE[train_on]}": _score(work / train_on / "models",
                                                        CANDIDATE[train_on], crops),
         }
@@ -181,17 +187,21 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="data directories here (kept), else temporary")
     parser.add_argument("--published", type=Path,
                         default=DATA / "ikemoto2023" / "models" / "squeezenet")
+    parser.add_argument("--current-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting for the on-both (current) run only")
     parser.add_argument("train_args", nargs="*")
     args = parser.parse_args()
     if not (DATA / "ikemoto2023").is_dir() or not (DATA / "ddx11").is_dir():
         raise SystemExit(f"real data not found at {DATA} (set CHROMOWATCH_REAL_DATA)")
     tmp = tempfile.TemporaryDirectory(prefix="chromowatch-xval-bench-")
     work = args.work or Path(tmp.name)
-    trained = _train_all(work, args.published, args.train_args)
+    current_settings = {f"CHROMOWATCH_TRAINING__{k.upper()}": v for k, v in
+                        (kv.split("=", 1) for kv in args.current_setting)}
+    trained = _train_all(work, args.published, args.train_args, current_settings)
     if args.keep:
         _keep(work, args.keep)
     directions = _directions(work)
-    manifest = json.loads((work / "both" / "models" / "ensembles" / "current.json").read_text())
+    manifest = json.loads((work / "both" / "models" / "ensembles" / "on-both.json").read_text())
     metrics = manifest["metrics"]
     print("\n| ensemble | accuracy | recall A / B / C | true A / B / C | predicted A / B / C "
           "| fraction error |\n| --- | --- | --- | --- | --- | --- |")
@@ -201,7 +211,7 @@ def main() -> None:
             print(_line(label, r))
     cross, published_cross = metrics.get("cross_sample"), metrics["compared_with"].get(
         "cross_sample")
-    print("\n`chromowatch train` of 'current' (both samples): holdout accuracy "
+    print("\n`chromowatch train` of on-both (both samples): holdout accuracy "
           f"{metrics['holdout_accuracy']}, cross-sample (in-job) {_headline(cross)}; "
           f"published on the same left-out groups: {_headline(published_cross)}")
     for label, c in (("current recipe", cross), ("published", published_cross)):
@@ -210,7 +220,8 @@ def main() -> None:
                   f"fraction error {f['fraction_error']} predicted {f['predicted_fractions']}")
     print(f"training: {metrics['training']['seconds']} s in the subprocess, of which the "
           f"cross-sample folds {metrics['training'].get('cross_sample_seconds')} s")
-    result = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+    result = {"current_settings": current_settings,
+              "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
               "torch_threads": os.environ.get("CHROMOWATCH_TRAINING__THREADS", "default"),
               "train": trained, "directions": directions,
               "current_metrics": {k: v for k, v in metrics.items() if k != "training"},

@@ -208,3 +208,39 @@ def test_models_list_shows_the_cross_sample_figures(
     assert rows["xv"]["cross_sample"] == {"accuracy": 0.6123, "fraction_error_max": 0.171,
                                           "groups": 2}
     assert rows["plain"]["cross_sample"] is None
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_the_current_is_scored_on_the_groups_unless_trained_on_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: bool) -> None:
+    """The published models never saw the labels: scored on the same left-out groups. A
+    current ensemble made by `chromowatch train` saw them: its own recorded figures count."""
+    from chromowatch.training import job
+
+    install_tiny_model(tmp_path, "cur")
+    library = ModelLibrary(tmp_path)
+    recorded = {"accuracy": 0.5, "fraction_error_max": 0.2, "folds": []}
+    if trained:
+        path = library.ensemble_path("cur")
+        manifest = json.loads(path.read_text())
+        manifest["metrics"] = {job.VERSION_KEY: {}, "cross_sample": recorded}
+        path.write_text(json.dumps(manifest))
+    given: list[int] = []
+
+    def fake(crops: Any, members: Any, bundles: Any, cfg: Any, device: Any,
+             current_nets: list[Any]) -> crossval.CrossResult:
+        given.append(len(current_nets))
+        return crossval.CrossResult({"accuracy": 0.6, "fraction_error_max": 0.1},
+                                    {"scored": True} if current_nets else None)
+
+    monkeypatch.setattr(crossval, "cross_validate", fake)
+    crops = _crops()
+    data = job.LabelledData("f", len(crops), len(crops), crops, [], [], {})
+    result = job.cross_sample(library, data, ["tinycnn"], job.StartPoints([], None),
+                              _cfg(), "cur", torch.device("cpu"))
+    if trained:
+        assert given == [0] and result.current is not None
+        assert result.current["source"] == "recorded by cur's own training run"
+        assert result.current["fraction_error_max"] == 0.2
+    else:
+        assert given == [1] and result.current == {"scored": True}
