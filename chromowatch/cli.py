@@ -470,15 +470,29 @@ def cmd_train(args: argparse.Namespace, loaded: LoadedSettings) -> int:
                     force=args.force, log_level=level)
     print(outcome.message)
     if outcome.result:
-        cand, cur = outcome.result["candidate_holdout"], outcome.result.get("current_holdout")
-        for label, m in ((outcome.candidate, cand), (outcome.result.get("current"), cur)):
-            if m:
-                recall = " ".join(f"{c}={m['recall'][c]}" for c in CLASS_NAMES)
-                f1 = " ".join(f"{c}={m.get('f1', {}).get(c)}" for c in CLASS_NAMES)
-                print(f"  {label}: holdout accuracy {m['accuracy']} (n={m['n']}), recall "
-                      f"{recall}, F1 {f1}, fraction error {m['fraction_error_max']}")
+        _print_train_scores(outcome.result, outcome.candidate)
     print(f"current ensemble: {outcome.current}")
     return 0
+
+
+def _print_train_scores(result: dict[str, Any], candidate: str | None) -> None:
+    """Holdout, then cross-sample figures (whole groups left out), candidate and current."""
+    current = result.get("current")
+    for label, m in ((candidate, result["candidate_holdout"]),
+                     (current, result.get("current_holdout"))):
+        if m:
+            recall = " ".join(f"{c}={m['recall'][c]}" for c in CLASS_NAMES)
+            f1 = " ".join(f"{c}={m.get('f1', {}).get(c)}" for c in CLASS_NAMES)
+            print(f"  {label}: holdout accuracy {m['accuracy']} (n={m['n']}), recall "
+                  f"{recall}, F1 {f1}, fraction error {m['fraction_error_max']}")
+    for label, x in ((candidate, result.get("cross_sample")),
+                     (current, result.get("current_cross_sample"))):
+        if x:
+            groups = ", ".join(f"{f['group']} {f['accuracy']}/{f['fraction_error']}"
+                               for f in x.get("folds", []))
+            print(f"  {label}: cross-sample accuracy {x['accuracy']} (n={x.get('n')}), worst-group "
+                  f"fraction error {x['fraction_error_max']} (accuracy/fraction error: {groups}; "
+                  f"{x.get('source')})")
 
 
 def _args_demo(p: argparse.ArgumentParser) -> None:
