@@ -140,7 +140,7 @@ def _keep(work: Path, keep: Path) -> None:
                                    "also": "ikemoto2023 (the published 30, start points)"}
     (keep / "kept.json").write_text(json.dumps(kept, indent=2))
     print(f"kept: {keep}/trained-on-wt/models, {keep}/trained-on-ddx11/models "
-          f"(ensembles on-wt, on-ddx11; use CHROMOWATCH_PATHS__MODELS=... or --model)")
+          f"(ensembles on-wt, on-ddx11; CHROMOWATCH_PATHS__MODELS_DIR=... and --model)")
 
 
 def _train_all(work: Path, published: Path, train_args: list[str],
