@@ -437,7 +437,7 @@ def cmd_models(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             "current": current,
             "ensembles": [
                 {"name": e.name, "members": list(e.members), "created": e.created,
-                 "metrics": e.metrics}
+                 "cross_sample": _cross_sample(e.metrics), "metrics": e.metrics}
                 for e in ensembles
             ],
             "bundles": [b.name for b in library.list_bundles()],
@@ -454,14 +454,30 @@ def cmd_models(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return 0
 
 
+def _cross_sample(metrics: Any) -> dict[str, Any] | None:
+    """The headline cross-sample figures of a trained ensemble's metrics (whole samples or
+    spreads left out of training); None when it has none."""
+    if not metrics or metrics.get("cross_sample_accuracy") is None:
+        return None
+    return {"accuracy": metrics["cross_sample_accuracy"],
+            "fraction_error_max": metrics.get("cross_sample_fraction_error_max"),
+            "groups": metrics.get("cross_sample_groups")}
+
+
 def _metrics_line(metrics: Any) -> str:
-    """Holdout accuracy, per-class recall and fraction error first; other scalars after."""
+    """Holdout accuracy, per-class recall and fraction error first, then the cross-sample
+    figures; other scalars after."""
     if not metrics:
         return ""
     if "holdout_accuracy" in metrics:
         recall = "/".join(f"{metrics.get(f'recall_{c}') or 0:.2f}" for c in CLASS_NAMES)
+        cross = _cross_sample(metrics)
+        cross_text = (f"cross-sample acc {cross['accuracy']:.3f}, worst-group fraction error "
+                      f"{cross['fraction_error_max']} ({cross['groups']} left-out groups)"
+                      if cross else "cross-sample: none")
         return (f"holdout acc {metrics['holdout_accuracy']:.3f} (n={metrics.get('n_holdout')}), "
-                f"recall A/B/C {recall}, fraction error {metrics.get('fraction_error_max')}")
+                f"recall A/B/C {recall}, fraction error {metrics.get('fraction_error_max')}; "
+                f"{cross_text}")
     return ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in metrics.items() if not isinstance(v, dict | list))
 
@@ -566,15 +582,29 @@ def cmd_train(args: argparse.Namespace, loaded: LoadedSettings) -> int:
                     force=args.force, log_level=level)
     print(outcome.message)
     if outcome.result:
-        cand, cur = outcome.result["candidate_holdout"], outcome.result.get("current_holdout")
-        for label, m in ((outcome.candidate, cand), (outcome.result.get("current"), cur)):
-            if m:
-                recall = " ".join(f"{c}={m['recall'][c]}" for c in CLASS_NAMES)
-                f1 = " ".join(f"{c}={m.get('f1', {}).get(c)}" for c in CLASS_NAMES)
-                print(f"  {label}: holdout accuracy {m['accuracy']} (n={m['n']}), recall "
-                      f"{recall}, F1 {f1}, fraction error {m['fraction_error_max']}")
+        _print_train_scores(outcome.result, outcome.candidate)
     print(f"current ensemble: {outcome.current}")
     return 0
+
+
+def _print_train_scores(result: dict[str, Any], candidate: str | None) -> None:
+    """Holdout, then cross-sample figures (whole groups left out), candidate and current."""
+    current = result.get("current")
+    for label, m in ((candidate, result["candidate_holdout"]),
+                     (current, result.get("current_holdout"))):
+        if m:
+            recall = " ".join(f"{c}={m['recall'][c]}" for c in CLASS_NAMES)
+            f1 = " ".join(f"{c}={m.get('f1', {}).get(c)}" for c in CLASS_NAMES)
+            print(f"  {label}: holdout accuracy {m['accuracy']} (n={m['n']}), recall "
+                  f"{recall}, F1 {f1}, fraction error {m['fraction_error_max']}")
+    for label, x in ((candidate, result.get("cross_sample")),
+                     (current, result.get("current_cross_sample"))):
+        if x:
+            groups = ", ".join(f"{f['group']} {f['accuracy']}/{f['fraction_error']}"
+                               for f in x.get("folds", []))
+            print(f"  {label}: cross-sample accuracy {x['accuracy']} (n={x.get('n')}), worst-group "
+                  f"fraction error {x['fraction_error_max']} (accuracy/fraction error: {groups}; "
+                  f"{x.get('source')})")
 
 
 def _args_demo(p: argparse.ArgumentParser) -> None:

@@ -676,6 +676,26 @@ class TrainingSettings(Section):
         description="A candidate must also lose no class's holdout F1 (precision and recall "
         "together) by more than this.",
     )
+    cross_validation: Literal["off", "samples", "spreads", "both"] = Field(
+        "samples",
+        description="Cross-sample validation in `train`: the same recipe is trained again with "
+        "one whole group of crops left out and scored on that group. \"samples\": leave each "
+        "labelled sample out (needs two samples); \"spreads\": leave each spread of a sample "
+        "with several spreads out (crops imported one per file, e.g. `import-folder`, have no "
+        "spread); \"both\"; \"off\". Each fold costs about one more training run.",
+    )
+    cross_validation_max_folds: int = Field(
+        4, ge=1, le=100, description="At most this many folds (the largest groups first)."
+    )
+    cross_validation_max_epochs: int = Field(
+        0, ge=0, le=1000, description="Most epochs with the later blocks unfrozen in a fold; "
+        "0: max_epochs (the same recipe as the candidate)."
+    )
+    cross_margin: float = Field(
+        0.03, ge=0, le=1, description="A candidate must also not be worse than the current "
+        "ensemble on the left-out groups by more than this: pooled accuracy, and the worst "
+        "group's A/B/C fraction error (when both have cross-sample figures)."
+    )
     keep_versions: int = Field(
         5, ge=1, description="Trained ensembles kept (current and previous always are)."
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ class LabelledCrop:
     sample: str
     key: str  # sha256 of the pixels: the crop's identity for splits and dedupe
     image: np.ndarray  # enhanced RGB uint8
+    spread: str = ""  # the spread it was cut from; "" for a crop imported as its own file
 
 
 def pixel_key(image: np.ndarray) -> str:
@@ -64,9 +66,12 @@ def split_of(key: str, holdout_percent: float, validation_percent: float) -> str
 
 def load_labelled(rows: Sequence[CurrentLabel]) -> tuple[list[LabelledCrop], list[str]]:
     """The crops of the store's current labels (rows of Store.current_labels), deduplicated
-    by content (the most recent label wins); unreadable files are reported and left out."""
+    by content (the most recent label wins); unreadable files are reported and left out.
+    A crop's spread is its image when that image has several labelled crops (a spread with
+    boxes); a crop imported as its own file has none."""
     by_key: dict[str, tuple[float, LabelledCrop]] = {}
     problems: list[str] = []
+    per_image = Counter(r.image_path for r in rows)
     for r in rows:
         try:
             image = read_crop(r.file)
@@ -74,7 +79,8 @@ def load_labelled(rows: Sequence[CurrentLabel]) -> tuple[list[LabelledCrop], lis
             problems.append(f"crop {r.crop_id}: {exc.message}")
             continue
         key = pixel_key(image)
-        crop = LabelledCrop(r.crop_id, CLASS_NAMES.index(r.cls), r.sample, key, image)
+        spread = r.image_path if per_image[r.image_path] > 1 else ""
+        crop = LabelledCrop(r.crop_id, CLASS_NAMES.index(r.cls), r.sample, key, image, spread)
         created = r.created_at
         if key in by_key:
             log.debug("crop %d has the same pixels as crop %d; counted once", crop.crop_id,

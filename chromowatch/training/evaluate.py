@@ -102,16 +102,8 @@ def choose_members(logits: np.ndarray, labels: np.ndarray, max_exhaustive: int =
     return sorted(best), {"accuracy": round(acc, 4), "log_loss": round(-neg_nll, 4)}
 
 
-def decide(candidate: dict[str, Any], current: dict[str, Any] | None, *, margin: float,
-           class_margin: float) -> tuple[bool, str]:
-    """Promote only when the candidate beats the current ensemble on the holdout by
-    `margin` in accuracy and loses no class's F1 by more than `class_margin`.
-
-    F1, not recall: a model that calls most B crops C (as the published one does on ddx11)
-    has a high C recall bought with a low C precision; recall alone would protect that bias.
-    """
-    if current is None:
-        return True, "no current ensemble to compare with"
+def _holdout_rule(candidate: dict[str, Any], current: dict[str, Any], *, margin: float,
+                  class_margin: float) -> tuple[bool, str]:
     acc_new, acc_old = candidate["accuracy"] or 0.0, current["accuracy"] or 0.0
     if acc_new < acc_old + margin:
         return False, (f"holdout accuracy {acc_new:.4f} does not beat the current "
@@ -124,3 +116,52 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None, *, margin:
                            f"by more than {class_margin:g}")
     return True, (f"holdout accuracy {acc_new:.4f} vs {acc_old:.4f}, no class's {key} worse "
                   f"by more than {class_margin:g}")
+
+
+def _cross_rule(cross: dict[str, Any] | None, cross_current: dict[str, Any] | None,
+                cross_margin: float) -> tuple[bool, str]:
+    """Whole left-out groups: the candidate's pooled accuracy and worst group's fraction
+    error against the current's (on the same groups, or its own recorded figures)."""
+    if not cross:
+        return True, "no cross-sample figures (cross_validation off, or no group to leave out)"
+    acc_new, fe_new = cross["accuracy"] or 0.0, cross["fraction_error_max"] or 0.0
+    groups = len(cross.get("folds") or [])
+    if not cross_current:
+        return True, (f"cross-sample accuracy {acc_new:.4f}, worst-group fraction error "
+                      f"{fe_new:.4f} over {groups} left-out group(s); the current ensemble "
+                      "has no cross-sample figures to compare with")
+    acc_old, fe_old = cross_current["accuracy"] or 0.0, cross_current["fraction_error_max"] or 0.0
+    if acc_new < acc_old - cross_margin:
+        return False, (f"cross-sample accuracy {acc_new:.4f} is worse than the current "
+                       f"{acc_old:.4f} by more than {cross_margin:g}")
+    if fe_new > fe_old + cross_margin:
+        return False, (f"cross-sample worst-group fraction error {fe_new:.4f} is worse than "
+                       f"the current {fe_old:.4f} by more than {cross_margin:g}")
+    return True, (f"cross-sample accuracy {acc_new:.4f} vs {acc_old:.4f}, worst-group "
+                  f"fraction error {fe_new:.4f} vs {fe_old:.4f} over {groups} left-out "
+                  f"group(s)")
+
+
+def decide(candidate: dict[str, Any], current: dict[str, Any] | None, *, margin: float,
+           class_margin: float, cross: dict[str, Any] | None = None,
+           cross_current: dict[str, Any] | None = None, cross_margin: float = 0.03
+           ) -> tuple[bool, str]:
+    """Promote only when the candidate beats the current ensemble on the holdout by
+    `margin` in accuracy, loses no class's F1 by more than `class_margin`, and, on whole
+    groups left out of training (crossval.py), is not worse than the current ensemble by
+    more than `cross_margin` in pooled accuracy or in the worst group's fraction error.
+
+    F1, not recall: a model that calls most B crops C (as the published one does on ddx11)
+    has a high C recall bought with a low C precision; recall alone would protect that bias.
+    The holdout shares samples and spreads with training; the cross-sample rule guards
+    against a candidate that learned a sample's look (it reads a new sample's fractions
+    badly though its holdout looks good).
+    """
+    if current is None:
+        _, cross_why = _cross_rule(cross, None, cross_margin)
+        return True, f"no current ensemble to compare with; {cross_why}"
+    ok, why = _holdout_rule(candidate, current, margin=margin, class_margin=class_margin)
+    if not ok:
+        return False, why
+    ok, cross_why = _cross_rule(cross, cross_current, cross_margin)
+    return ok, (f"{why}; {cross_why}" if ok else f"{cross_why} (though {why})")

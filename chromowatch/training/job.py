@@ -27,9 +27,9 @@ from chromowatch.classify.library import ModelLibrary
 from chromowatch.errors import ModelError
 from chromowatch.files import atomic_write_bytes
 from chromowatch.records import CLASS_NAMES
-from chromowatch.settings import Settings
+from chromowatch.settings import Settings, TrainingSettings
 from chromowatch.store import Store, fingerprint_labels
-from chromowatch.training import dataset, nets
+from chromowatch.training import crossval, dataset, nets
 from chromowatch.training.calibrate import (
     bake_temperature,
     ensemble_nll,
@@ -256,6 +256,33 @@ def _current_nets(library: ModelLibrary, current: str | None
         return None, []
 
 
+def cross_sample(library: ModelLibrary, data: LabelledData, members: list[str],
+                 start: StartPoints, cfg: TrainingSettings, current: str | None,
+                 device: torch.device) -> crossval.CrossResult:
+    """Cross-sample validation of the recipe (see crossval.py), and the current ensemble's
+    figures to compare with: scored on the same left-out groups when it was not made by
+    `chromowatch train` (the published models never saw these labels), else the figures
+    its own training run recorded (its metrics' "cross_sample")."""
+    crops = sorted(data.train + data.val + data.holdout, key=lambda c: c.crop_id)
+    stored: dict[str, Any] | None = None
+    current_nets: list[nets.Net] = []
+    if current is not None and cfg.cross_validation != "off":
+        try:
+            metrics = library.ensemble_info(current).metrics or {}
+        except ModelError:
+            metrics = {}
+        if VERSION_KEY in metrics:
+            stored = metrics.get("cross_sample")
+            if stored is not None:
+                stored = {**stored, "source": f"recorded by {current}'s own training run"}
+        else:
+            _, current_nets = _current_nets(library, current)
+    result = crossval.cross_validate(crops, members, start.bundles, cfg, device, current_nets)
+    if stored is not None and result.candidate is not None:
+        return crossval.CrossResult(result.candidate, stored)
+    return result
+
+
 def score_holdout(library: ModelLibrary, saved: SavedMembers, current: str | None,
                   holdout: list[LabelledCrop], device: torch.device) -> HoldoutScores:
     """Score exactly what was saved, and the current ensemble, on the same holdout."""
@@ -282,15 +309,17 @@ class _Run:
     cal: Calibration
     saved: SavedMembers
     scores: HoldoutScores
+    cross: crossval.CrossResult
     seed: int
     device: str
     train_seconds: float
+    cross_seconds: float
     seconds: float
 
 
 def candidate_metrics(run: _Run) -> dict[str, Any]:
     """The metrics saved with the candidate ensemble (headline numbers first)."""
-    cand, data, cal = run.scores.candidate, run.data, run.cal
+    cand, data, cal, cross = run.scores.candidate, run.data, run.cal, run.cross.candidate
     return {
         "holdout_accuracy": cand["accuracy"],
         "holdout_balanced_accuracy": cand["balanced_accuracy"],
@@ -299,9 +328,14 @@ def candidate_metrics(run: _Run) -> dict[str, Any]:
         "recall_C": cand["recall"]["C"],
         "fraction_error_max": cand["fraction_error_max"],
         "n_holdout": len(data.holdout),
+        "cross_sample_accuracy": cross["accuracy"] if cross else None,
+        "cross_sample_fraction_error_max": cross["fraction_error_max"] if cross else None,
+        "cross_sample_groups": len(cross["folds"]) if cross else 0,
         "confusion_matrix": cand["confusion_matrix"],
         "holdout": cand,
-        "compared_with": {"name": run.scores.current, "holdout": run.scores.current_scores},
+        "cross_sample": cross,
+        "compared_with": {"name": run.scores.current, "holdout": run.scores.current_scores,
+                          "cross_sample": run.cross.current},
         VERSION_KEY: {
             "labels": data.n_labels,
             "distinct_crops": data.distinct,
@@ -317,6 +351,7 @@ def candidate_metrics(run: _Run) -> dict[str, Any]:
             "seed": run.seed,
             "device": run.device,
             "train_seconds": round(run.train_seconds, 1),
+            "cross_sample_seconds": round(run.cross_seconds, 1),
             "seconds": round(run.seconds, 1),
         },
     }
@@ -341,14 +376,16 @@ def train_candidate(settings: Settings, request: TrainRequest) -> dict[str, Any]
                          data.fingerprint)
     del member_nets, states
     scores = score_holdout(library, saved, request.current, data.holdout, device)
-    elapsed = time.monotonic() - started
     log.info("holdout (%d crops): candidate %s accuracy %s recall %s; current %s accuracy %s "
              "recall %s", len(data.holdout), request.name, scores.candidate["accuracy"],
              scores.candidate["recall"], scores.current,
              scores.current_scores and scores.current_scores["accuracy"],
              scores.current_scores and scores.current_scores["recall"])
-    run = _Run(data, start, members, cal, saved, scores, cfg.seed, str(device),
-               trained_at - started, elapsed)
+    cross_at = time.monotonic()
+    cross = cross_sample(library, data, members, start, cfg, request.current, device)
+    elapsed = time.monotonic() - started
+    run = _Run(data, start, members, cal, saved, scores, cross, cfg.seed, str(device),
+               trained_at - started, time.monotonic() - cross_at, elapsed)
     library.save_ensemble(request.name, saved.names, metrics=candidate_metrics(run))
     return {
         "ok": True,
@@ -358,5 +395,7 @@ def train_candidate(settings: Settings, request: TrainRequest) -> dict[str, Any]
         "candidate_holdout": scores.candidate,
         "current": scores.current,
         "current_holdout": scores.current_scores,
+        "cross_sample": cross.candidate,
+        "current_cross_sample": cross.current,
         "seconds": round(elapsed, 1),
     }

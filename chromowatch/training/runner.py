@@ -175,7 +175,10 @@ def _promote_if_better(settings: Settings, library: ModelLibrary, result: dict[s
     cfg = settings.training
     candidate = str(result["candidate"])
     promote, why = decide(result["candidate_holdout"], result.get("current_holdout"),
-                          margin=cfg.promote_margin, class_margin=cfg.class_margin)
+                          margin=cfg.promote_margin, class_margin=cfg.class_margin,
+                          cross=result.get("cross_sample"),
+                          cross_current=result.get("current_cross_sample"),
+                          cross_margin=cfg.cross_margin)
     status = KEPT
     now_current = _current(library)
     if promote and now_current != current:
@@ -193,10 +196,15 @@ def _promote_if_better(settings: Settings, library: ModelLibrary, result: dict[s
 def _summary(result: dict[str, Any]) -> dict[str, object]:
     """The headline holdout numbers of candidate and current, as the store keeps them."""
     keys = ("accuracy", "recall", "fraction_error_max", "n")
+
+    def pick(scores: dict[str, Any] | None) -> dict[str, Any] | None:
+        return {k: scores.get(k) for k in keys} if scores else None
+
     return {
-        "candidate": {k: result["candidate_holdout"][k] for k in keys},
-        "current": ({k: result["current_holdout"][k] for k in keys}
-                    if result.get("current_holdout") else None),
+        "candidate": pick(result["candidate_holdout"]),
+        "current": pick(result.get("current_holdout")),
+        "candidate_cross_sample": pick(result.get("cross_sample")),
+        "current_cross_sample": pick(result.get("current_cross_sample")),
     }
 
 
@@ -271,6 +279,9 @@ def ensemble_rows(settings: Settings) -> list[dict[str, Any]]:
             "recall": {c: m.get(f"recall_{c}") for c in "ABC"},
             "fraction_error_max": m.get("fraction_error_max"),
             "n_holdout": m.get("n_holdout"),
+            "cross_sample_accuracy": m.get("cross_sample_accuracy"),
+            "cross_sample_fraction_error_max": m.get("cross_sample_fraction_error_max"),
+            "cross_sample_groups": m.get("cross_sample_groups"),
         })
     rows.sort(key=lambda r: str(r["created"]), reverse=True)
     return rows

@@ -366,3 +366,23 @@ def test_the_last_page_holds_no_orphaned_table_row(tmp_path: Path, rows: int) ->
     last = PdfReader(files.pdf).pages[-1].extract_text()
     on_last = re.findall(r"^\s*1\.png\s+\d+\s+\d+", last, re.MULTILINE)
     assert "Metaphases" in last or len(on_last) > 1, last
+
+
+def test_the_report_shows_cross_sample_figures_beside_the_holdout(
+        filled: tuple[Settings, Store], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This checkout's templates (an editable install elsewhere may map its own)."""
+    from chromowatch.reports import render
+
+    monkeypatch.setattr(render, "files", lambda _: Path(__file__).parents[2] / "templates")
+    settings, store = filled
+    metrics = {"holdout_accuracy": 0.762, "cross_sample_accuracy": 0.6123,
+               "cross_sample_fraction_error_max": 0.171, "cross_sample_groups": 2}
+    model = ModelInfo("trained-1", "2026-12-08", 4, metrics, CONFUSION, "f")
+    html = write_report(settings, store, "ddx11", out_dir=tmp_path / "x", formats=["html"],
+                        model=model).html.read_text()  # type: ignore[union-attr]
+    assert "cross_sample_accuracy</td><td>0.6123" in html
+    assert "scored on 2 whole samples or spreads left out of its training" in html
+    plain = ModelInfo("trained-0", "2026-12-08", 4, {"holdout_accuracy": 0.762}, CONFUSION, "f")
+    html = write_report(settings, store, "ddx11", out_dir=tmp_path / "y", formats=["html"],
+                        model=plain).html.read_text()  # type: ignore[union-attr]
+    assert "No cross-sample figures" in html

@@ -61,14 +61,27 @@ def worse_class_job(settings: Settings, request: TrainRequest, result_path: str,
             _scores(0.80, (0.8, 0.7, 0.9)))
 
 
+def cross_worse_job(settings: Settings, request: TrainRequest, result_path: str,
+                    level: str) -> None:
+    """Better on the holdout, but its worst left-out group's fractions far off: kept."""
+    _write_candidate(settings, request.name, seed=3)
+    cross = {"n": 60, "accuracy": 0.70, "fraction_error_max": 0.30, "folds": [{}, {}]}
+    _result(settings, request, result_path, _scores(0.95, (0.95, 0.95, 0.95)),
+            _scores(0.70, (0.8, 0.6, 0.7)),
+            cross=(cross, {**cross, "fraction_error_max": 0.10}))
+
+
 def _result(settings: Settings, request: TrainRequest, result_path: str,
-            candidate: dict[str, object], current: dict[str, object]) -> None:
+            candidate: dict[str, object], current: dict[str, object],
+            cross: tuple[dict[str, object], dict[str, object]] | None = None) -> None:
     with Store.open(settings.paths.db) as store:
         fingerprint, n = fingerprint_labels((r.crop_id, r.cls) for r in store.current_labels())
     Path(result_path).write_text(json.dumps({
         "ok": True, "candidate": request.name, "labels_fingerprint": fingerprint, "labels": n,
         "candidate_holdout": candidate, "current": request.current,
         "current_holdout": current if request.current else None, "seconds": 0.0,
+        "cross_sample": cross[0] if cross else None,
+        "current_cross_sample": cross[1] if cross else None,
     }))
 
 
