@@ -59,10 +59,15 @@ class ModelInfo:
 
 
 def confusion_from_metrics(metrics: Mapping[str, Any] | None) -> list[list[float]] | None:
-    """The 3x3 holdout confusion matrix in an ensemble's metrics, when there is one."""
+    """The 3x3 confusion matrix in an ensemble's metrics, when there is one: the cross-sample
+    one (pooled over samples left out of training) before the within-sample holdout's."""
     if not metrics:
         return None
-    places: list[Mapping[str, Any]] = [metrics]
+    places: list[Mapping[str, Any]] = []
+    cross = metrics.get("cross_sample")
+    if isinstance(cross, Mapping):
+        places.append(cross)  # measured on samples it never trained on: what a new one meets
+    places.append(metrics)
     places += [v for v in metrics.values() if isinstance(v, Mapping)]
     for place in places:
         for key in ("confusion_matrix", "confusion"):

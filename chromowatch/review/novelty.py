@@ -33,7 +33,8 @@ def reference_groups(metrics: Mapping[str, Any] | None) -> list[GroupFigures]:
     groups: dict[str, Any] = {}
     cross = metrics.get("cross_sample")
     if isinstance(cross, Mapping):
-        groups = dict(cross.get("per_group") or {})
+        groups = {str(f.get("group")): f for f in cross.get("folds") or []
+                  if isinstance(f, Mapping)}
     if not groups and isinstance(metrics.get("holdout"), Mapping):
         groups = dict(metrics["holdout"].get("per_sample") or {})
     out = []

@@ -983,10 +983,12 @@ class Store:
         return first, changed
 
     def current_labels(self) -> list[CurrentLabel]:
-        """Every crop's confirmed label with its crop file and sample, by crop id."""
+        """Every crop's confirmed label with its crop file, sample and review reason (an
+        audit crop must stay out of training), by crop id."""
         return [CurrentLabel.from_row(r) for r in self._conn.execute(
             "SELECT l.crop_id, l.class, l.source, l.who, l.created_at, c.file, c.x, c.y, c.w, "
-            "c.h, i.path AS image_path, s.name AS sample "
+            "c.h, i.path AS image_path, s.name AS sample, "
+            "(SELECT q.reason FROM review_queue q WHERE q.crop_id = l.crop_id) AS review "
             "FROM labels l JOIN crops c ON c.id = l.crop_id JOIN images i ON i.id = c.image_id "
             "JOIN samples s ON s.id = i.sample_id "
             "WHERE l.superseded_at IS NULL ORDER BY l.crop_id"

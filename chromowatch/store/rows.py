@@ -229,13 +229,14 @@ class CurrentLabel:
     bbox: BBox
     image_path: str
     sample: str
+    review: str | None = None  # why it was queued for review (uncertain / audit), if it was
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> CurrentLabel:
         return cls(crop_id=int(row["crop_id"]), cls=str(row["class"]), source=str(row["source"]),
                    who=str(row["who"]), created_at=float(row["created_at"]),
                    file=str(row["file"]), bbox=bbox_of(row), image_path=str(row["image_path"]),
-                   sample=str(row["sample"]))
+                   sample=str(row["sample"]), review=row["review"])
 
 
 @dataclass(frozen=True)

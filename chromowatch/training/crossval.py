@@ -137,7 +137,8 @@ def _fold_row(fold: Fold, probs: np.ndarray) -> dict[str, Any]:
             "accuracy": s["accuracy"], "recall": s["recall"],
             "true_fractions": group["true_fractions"],
             "predicted_fractions": group["predicted_fractions"],
-            "fraction_error": group["fraction_error"]}
+            "fraction_error": group["fraction_error"],
+            "mean_confidence": group["mean_confidence"]}
 
 
 def summarise(folds: list[Fold], probs: list[np.ndarray], notes: list[str], how: str

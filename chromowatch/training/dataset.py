@@ -42,6 +42,7 @@ class LabelledCrop:
     key: str  # sha256 of the pixels: the crop's identity for splits and dedupe
     image: np.ndarray  # enhanced RGB uint8
     spread: str = ""  # the spread it was cut from; "" for a crop imported as its own file
+    audit: bool = False  # answered as a random audit: the sample's unbiased check, never trained on
 
 
 def pixel_key(image: np.ndarray) -> str:
@@ -80,7 +81,8 @@ def load_labelled(rows: Sequence[CurrentLabel]) -> tuple[list[LabelledCrop], lis
             continue
         key = pixel_key(image)
         spread = r.image_path if per_image[r.image_path] > 1 else ""
-        crop = LabelledCrop(r.crop_id, CLASS_NAMES.index(r.cls), r.sample, key, image, spread)
+        crop = LabelledCrop(r.crop_id, CLASS_NAMES.index(r.cls), r.sample, key, image, spread,
+                            audit=r.review == "audit")
         created = r.created_at
         if key in by_key:
             log.debug("crop %d has the same pixels as crop %d; counted once", crop.crop_id,
@@ -94,9 +96,13 @@ def load_labelled(rows: Sequence[CurrentLabel]) -> tuple[list[LabelledCrop], lis
 
 def split(crops: Sequence[LabelledCrop], holdout_percent: float, validation_percent: float
           ) -> dict[str, list[LabelledCrop]]:
+    """Crops by split; audit crops always go to the holdout: the review queue's audit
+    estimates the current model's error on its sample, which it can only do for a model
+    that never saw those crops."""
     out: dict[str, list[LabelledCrop]] = {HOLDOUT: [], VALIDATION: [], TRAIN: []}
     for crop in crops:
-        out[split_of(crop.key, holdout_percent, validation_percent)].append(crop)
+        part = HOLDOUT if crop.audit else split_of(crop.key, holdout_percent, validation_percent)
+        out[part].append(crop)
     return out
 
 

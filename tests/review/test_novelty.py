@@ -30,8 +30,8 @@ def test_reference_groups_prefer_cross_sample_groups() -> None:
     metrics = {
         "holdout": {"per_sample": {"wt": {"mean_confidence": 0.9, "predicted_fractions":
                                           {"A": 1, "B": 0, "C": 0}}}},
-        "cross_sample": {"per_group": {"ddx11": {"mean_confidence": 0.7, "predicted_fractions":
-                                                 {"A": 0.1, "B": 0.5, "C": 0.4}}}},
+        "cross_sample": {"folds": [{"group": "ddx11", "mean_confidence": 0.7,
+                                    "predicted_fractions": {"A": 0.1, "B": 0.5, "C": 0.4}}]},
     }
     assert [g.name for g in reference_groups(metrics)] == ["ddx11"]
     del metrics["cross_sample"]
