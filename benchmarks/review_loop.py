@@ -52,7 +52,7 @@ from chromowatch.review.queue import AUDIT, Candidate, choose  # noqa: E402
 
 DATA = train_bench.DATA
 KS = (0, 25, 50, 100, 200)
-POLICIES = {"uncertain+audit": 0.5, "uncertain": 0.0, "random": 1.0}
+POLICIES = {"uncertain+audit": 0.5, "uncertain+audit 0.25": 0.25, "uncertain": 0.0, "random": 1.0}
 MEASURES = ("margin", "entropy", "disagreement")
 MEMBERS = 4
 
