@@ -364,7 +364,7 @@ def test_the_job_reads_the_labels_the_runner_fingerprints(labelled: Settings) ->
     with pytest.raises(TrainingError, match="not enough confirmed labels"):
         job.load_data(labelled)
     loose = labelled.model_copy(update={"training": labelled.training.model_copy(update={
-        "min_per_class": 1, "holdout_percent": 10.0, "validation_percent": 10.0})})
+        "min_per_class": 1, "holdout_percent": 30.0, "validation_percent": 20.0})})
     data = job.load_data(loose)
     assert (data.fingerprint, data.n_labels) == fingerprint
     assert data.distinct == len(data.train) + len(data.val) + len(data.holdout) == 12
