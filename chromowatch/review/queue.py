@@ -89,11 +89,12 @@ def choose(candidates: Sequence[Candidate], count: int, *, audit_share: float,
     picks from what is left.
 
     Only crops with a prediction, not confirmed and not flagged are eligible (a flagged crop
-    is a segmentation question, not an A/B/C one)."""
+    is a segmentation question, not an A/B/C one); a queued crop flagged since (marked "not
+    one chromosome" in the web app) leaves the queue too."""
     if count <= 0:
         return []
     pending = sorted((Pick(c.crop_id, c.queued, uncertainty(c, measure), False)
-                      for c in candidates if c.queued and not c.confirmed),
+                      for c in candidates if c.queued and not c.confirmed and not c.flagged),
                      key=lambda p: (p.reason != UNCERTAIN, -p.score if p.reason == UNCERTAIN
                                     else 0.0, audit_key(seed, p.crop_id)))
     picks = pending[:count]
