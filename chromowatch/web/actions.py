@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from chromowatch.errors import StoreError
 from chromowatch.store import NOT_ONE, Store
-from chromowatch.web.app import CAN_LABEL, Web
 from chromowatch.web.auth import CSRF_FIELD, CSRF_HEADER, client_address, csrf_ok, log_in
+from chromowatch.web.context import CAN_LABEL, Web
 from chromowatch.web.pages import safe_next
 from chromowatch.web.passwords import DUMMY_HASH, verify_password
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from chromowatch.web.app import Web, to_login
+from chromowatch.web.context import Web, to_login
 
 Handler = Callable[[Request], Response]
 

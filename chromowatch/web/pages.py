@@ -16,7 +16,7 @@ from chromowatch.reports.trust import results_extra
 from chromowatch.review.queue import next_for_review
 from chromowatch.settings import Settings
 from chromowatch.store import SampleCounts, Store
-from chromowatch.web.app import CAN_LABEL, Web, to_login
+from chromowatch.web.context import CAN_LABEL, Web, to_login
 
 Handler = Callable[[Request], Response]
 
