@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from chromowatch.errors import StoreError
-from chromowatch.store import NOT_ONE, Store
+from chromowatch.store import NOT_ONE, Store, UserRow
 from chromowatch.web.auth import CSRF_FIELD, CSRF_HEADER, client_address, csrf_ok, log_in
 from chromowatch.web.context import CAN_LABEL, Web
 from chromowatch.web.pages import safe_next
@@ -28,11 +28,12 @@ def _refuse(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _check_password(web: Web, name: str, password: str) -> bool:
+def _check_password(web: Web, name: str, password: str) -> UserRow | None:
+    """The user when the password is theirs (an unknown name costs the same time)."""
     with web.store() as store:
         user = store.user(name)
     ok = verify_password(password, user.password_hash if user else DUMMY_HASH)
-    return ok and user is not None
+    return user if ok else None
 
 
 def login(web: Web) -> Handler:
@@ -47,13 +48,14 @@ def login(web: Web) -> Handler:
                         client_address(request))
             return web.page(request, "login.html", None, status_code=429, next="/",
                             error="Too many failed logins: wait a few minutes.")
-        if not name or not await run_in_threadpool(_check_password, web, name, password):
+        user = await run_in_threadpool(_check_password, web, name, password) if name else None
+        if user is None:
             web.limiter.failed(keys)
             log.info("failed login of %r from %s", name, client_address(request))
             return web.page(request, "login.html", None, status_code=401, next="/",
                             error="Wrong user name or password.")
         web.limiter.succeeded(keys[:1])
-        log_in(request, name)
+        log_in(request, name, user.updated_at)
         return RedirectResponse(safe_next(_text(form.get("next"))), status_code=303)
     return handle
 

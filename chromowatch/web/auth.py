@@ -58,10 +58,12 @@ def csrf_ok(request: Request, sent: str | None) -> bool:
     return isinstance(token, str) and isinstance(sent, str) and hmac.compare_digest(token, sent)
 
 
-def log_in(request: Request, name: str) -> None:
-    """A fresh session for the user (a new CSRF token too: nothing carries over)."""
+def log_in(request: Request, name: str, updated_at: float) -> None:
+    """A fresh session for the user (a new CSRF token too: nothing carries over). It holds
+    when the user's password was last set, so a new password ends older sessions."""
     request.session.clear()
     request.session["user"] = name
+    request.session["since"] = updated_at
     request.session[CSRF_FIELD] = secrets.token_urlsafe(32)
 
 

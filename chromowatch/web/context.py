@@ -39,8 +39,13 @@ class Web:
             yield store
 
     def user(self, store: Store, request: Request) -> UserRow | None:
+        """The session's user; None without a login, or when the user was removed or their
+        password changed since (every session of theirs ends then)."""
         name = request.session.get("user")
-        return store.user(name) if isinstance(name, str) else None
+        user = store.user(name) if isinstance(name, str) else None
+        if user is None or request.session.get("since") != user.updated_at:
+            return None
+        return user
 
     def page(self, request: Request, template: str, user: UserRow | None,
              status_code: int = 200, **values: Any) -> HTMLResponse:

@@ -175,3 +175,15 @@ def test_login_next_stays_on_this_site(settings: Settings) -> None:
                                     "csrf_token": _csrf(client), "next": "//evil.example/"},
                     follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_a_new_password_or_removal_ends_the_users_sessions(settings: Settings) -> None:
+    client, _ = login(settings, "alice")
+    assert client.get("/", follow_redirects=False).status_code == 200
+    with Store.open(settings.paths.db) as store:
+        store.set_password("alice", "scrypt$changed")
+    assert client.get("/", follow_redirects=False).status_code == 303
+    client, _ = login(settings, "bob")
+    with Store.open(settings.paths.db) as store:
+        store.remove_user("bob")
+    assert client.get("/", follow_redirects=False).status_code == 303
