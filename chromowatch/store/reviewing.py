@@ -11,8 +11,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from chromowatch.errors import StoreError, UsageError
-from chromowatch.records import CLASS_NAMES
-from chromowatch.store.rows import ROLES, ReportVersion, ReviewEvent, UserRow
+from chromowatch.records import CLASS_NAMES, BBox
+from chromowatch.store.rows import ROLES, ReportVersion, ReviewEvent, UserRow, bbox_of
 
 NOT_ONE = "not-one"  # the crop flag of a crop a person said is not one chromosome
 WEB = "web"
@@ -219,3 +219,19 @@ class ReviewingMixin:
             "SELECT (SELECT class FROM labels WHERE crop_id = c.id AND superseded_at IS NULL), "
             "c.flags FROM crops c WHERE c.id = ?", (crop_id,)).fetchone()
         return (None, "") if row is None else (row[0], str(row[1]))
+
+    def crop_place(self, crop_id: int) -> tuple[int, str, BBox] | None:
+        """(image id, the spread's file, the box) a crop was cut from, or None."""
+        row = self._conn.execute(
+            "SELECT c.image_id, i.path, c.x, c.y, c.w, c.h FROM crops c "
+            "JOIN images i ON i.id = c.image_id WHERE c.id = ?", (crop_id,)).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), bbox_of(row))
+
+    def image_place(self, image_id: int) -> tuple[str, str, int, int] | None:
+        """(sample, the spread's file, width, height) of a finished image, or None."""
+        row = self._conn.execute(
+            "SELECT s.name, i.path, i.width, i.height FROM images i "
+            "JOIN samples s ON s.id = i.sample_id WHERE i.id = ? AND i.status = 'done'",
+            (image_id,)).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]), int(row[2] or 0),
+                                         int(row[3] or 0))

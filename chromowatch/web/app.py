@@ -10,7 +10,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chromowatch.settings import Settings
-from chromowatch.web import actions, files, pages
+from chromowatch.web import actions, files, pages, spread
 from chromowatch.web.auth import LoginLimiter, secret_key
 from chromowatch.web.context import HERE, Web
 
@@ -29,6 +29,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/logout", actions.logout(web), methods=["POST"]),
         Route("/samples/{name:path}/review", pages.review(web)),
         Route("/crops/{crop_id:int}.png", files.crop(web)),
+        Route("/crops/{crop_id:int}/context.png", spread.context(web)),
+        Route("/crops/{crop_id:int}/spread", spread.to_spread(web)),
+        Route("/images/{image_id:int}.jpg", spread.spread_image(web)),
+        Route("/images/{image_id:int}", spread.spread_page(web)),
         Route("/reports/{report_id:int}/report.{kind}", files.report(web)),
         Route("/api/action", actions.action(web), methods=["POST"]),
         Route("/api/accept", actions.accept(web), methods=["POST"]),

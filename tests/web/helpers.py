@@ -32,14 +32,26 @@ def crop_png(path: Path, i: int) -> str:
     return str(path)
 
 
+def spread_png(path: Path, boxes: list[BBox], width: int, height: int) -> str:
+    """A grey spread with a dark bar in each box."""
+    img = np.full((height, width, 3), 200, np.uint8)
+    for b in boxes:
+        img[b.y + 1:b.y + b.h - 1, b.x + 2:b.x + b.w - 2] = (70, 40, 90)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return str(path)
+
+
 def fill_store(settings: Settings, root: Path, sample: str = "mut", n: int = 60) -> None:
+    """One spread of `n` crops (boxes in a row), its file and the crops' files under root."""
     rng = np.random.default_rng(0)
-    crops = [StoredCrop(i, BBox(10 * i, 5, 8, 9), -1, frozenset(),
+    boxes = [BBox(10 * i, 5, 8, 9) for i in range(n)]
+    crops = [StoredCrop(i, boxes[i], -1, frozenset(),
                         crop_png(root / "cropfiles" / f"{i}.png", i), prediction(i, rng))
              for i in range(n)]
+    spread = spread_png(root / "spread.png", boxes, 10 * n + 10, 30)
     with Store.open(settings.paths.db) as store:
-        store.save_image(ImageRow(f"/spreads/{sample}-1.png", sample, f"sha-{sample}", 1,
-                                  10 * n + 10, 100), crops)
+        store.save_image(ImageRow(spread, sample, f"sha-{sample}", 1, 10 * n + 10, 30), crops)
 
 
 def add_users(settings: Settings, **roles: str) -> None:

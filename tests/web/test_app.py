@@ -187,3 +187,19 @@ def test_a_new_password_or_removal_ends_the_users_sessions(settings: Settings) -
     with Store.open(settings.paths.db) as store:
         store.remove_user("bob")
     assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_context_view_and_spread_page(settings: Settings) -> None:
+    client, _ = login(settings, "alice")
+    crop_id = tiles(client)[0]
+    png = client.get(f"/crops/{crop_id}/context.png")
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    r = client.get(f"/crops/{crop_id}/spread", follow_redirects=False)
+    assert r.status_code == 303
+    page = client.get(r.headers["location"].split("#")[0])
+    assert page.status_code == 200 and page.text.count('class="box') == 60
+    assert f'id="crop-{crop_id}"' in page.text
+    jpg = client.get(r.headers["location"].split("#")[0] + ".jpg")
+    assert jpg.status_code == 200 and jpg.content[:2] == b"\xff\xd8"
+    assert client.get("/images/999").status_code == 404
+    assert client.get("/crops/999/context.png").status_code == 404

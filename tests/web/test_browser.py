@@ -196,3 +196,21 @@ def test_anonymous_redirect_csrf_and_escaping(browser: Any, server: tuple[str, P
     page.goto("/samples/" + XSS.replace("/", "%2F") + "/review")
     assert page.inner_text("h1 .name") == XSS and not dialogs
     page.context.close()
+
+
+def test_relabel_a_box_on_the_spread_page(browser: Any, server: tuple[str, Path]) -> None:
+    url, data = server
+    page = _login(browser, url, "carol")
+    page.goto("/samples/mut/review")
+    crop_id = int(page.get_attribute(".tile", "data-crop"))
+    page.click(f'.tile[data-crop="{crop_id}"] a.spread')
+    page.wait_for_url(f"**/images/*#crop-{crop_id}")
+    other = page.query_selector_all("#spread g.box")[-1]
+    other_id = int(other.get_attribute("data-crop"))
+    other.query_selector("rect").click()
+    page.keyboard.press("2")
+    page.wait_for_function("document.getElementById('spread').dataset.saved === '1'")
+    assert page.text_content(f"#crop-{other_id} text") == "B"
+    rows = {int(r["crop_id"]): r for r in _export(data)}
+    assert rows[other_id]["class"] == "B" and rows[other_id]["who"] == "carol"
+    page.context.close()
