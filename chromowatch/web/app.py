@@ -10,7 +10,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chromowatch.settings import Settings
-from chromowatch.web import actions, files, pages, spread
+from chromowatch.web import actions, files, pages, service_page, spread
 from chromowatch.web.auth import LoginLimiter, secret_key
 from chromowatch.web.context import HERE, Web
 
@@ -37,6 +37,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/action", actions.action(web), methods=["POST"]),
         Route("/api/accept", actions.accept(web), methods=["POST"]),
         Route("/api/undo", actions.undo(web), methods=["POST"]),
+        Route("/service", service_page.service(web)),
+        Route("/service/retry", service_page.retry(web), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [Middleware(

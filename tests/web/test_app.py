@@ -26,7 +26,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     s = settings_in(tmp_path, monkeypatch)
     fill_store(s, tmp_path)
     fill_store(s, tmp_path / "x", sample=XSS, n=3)
-    add_users(s, alice="reviewer", bob="reviewer", vera="viewer")
+    add_users(s, alice="reviewer", bob="reviewer", vera="viewer", ada="admin")
     return s
 
 
@@ -203,3 +203,28 @@ def test_context_view_and_spread_page(settings: Settings) -> None:
     assert jpg.status_code == 200 and jpg.content[:2] == b"\xff\xd8"
     assert client.get("/images/999").status_code == 404
     assert client.get("/crops/999/context.png").status_code == 404
+
+
+def _failed_file(settings: Settings) -> int:
+    with Store.open(settings.paths.db) as store, store.transaction() as conn:
+        return int(conn.execute(
+            "INSERT INTO watched_files(path, root, sample, state, attempts, last_error, "
+            "first_seen_at, updated_at) VALUES (?, '/in', 'mut', 'failed', 3, ?, 0, 0)",
+            (f"/in/mut/{XSS}.png", "cannot decode")).lastrowid or 0)
+
+
+def test_service_page_and_retry_for_admins(settings: Settings) -> None:
+    file_id = _failed_file(settings)
+    client, token = login(settings, "vera")
+    page = client.get("/service")
+    assert page.status_code == 200 and "cannot decode" in page.text and XSS not in page.text
+    assert "Retry</button>" not in page.text
+    form = {"csrf_token": token, "file": str(file_id)}
+    assert client.post("/service/retry", data=form).status_code == 403
+    client, token = login(settings, "ada")
+    assert client.post("/service/retry", data={"file": str(file_id)}).status_code == 403
+    r = client.post("/service/retry", data={"csrf_token": token, "file": str(file_id)},
+                    follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/service?retried=1"
+    with Store.open(settings.paths.db) as store:
+        assert store.ledger_counts()["stable"] == 1
