@@ -132,16 +132,20 @@ def action(web: Web) -> Handler:
 
 
 def accept(web: Web) -> Handler:
+    """Many crops at once, each its own event: "accept all on this page" (action `accept`,
+    the default) or one answer for the selected tiles (`label` with a class, `not-one`)."""
     async def handle(request: Request) -> Response:
         who, refused = await _reviewer(web, request)
         if refused or who is None:
             return refused or _refuse(403, "forbidden")
-        ids = (await _json(request)).get("crop_ids")
+        body = await _json(request)
+        ids, act, cls = body.get("crop_ids"), body.get("action", "accept"), body.get("class")
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
             return _refuse(400, "give crop_ids: a list of crop ids")
+        if act not in ("label", "accept", NOT_ONE):
+            return _refuse(400, "action: label, accept or not-one")
         try:
-            result = await run_in_threadpool(_apply, web, who,
-                                             [(i, "accept", None) for i in ids])
+            result = await run_in_threadpool(_apply, web, who, [(i, act, cls) for i in ids])
         except StoreError as exc:
             return _refuse(400, exc.message)
         return JSONResponse(result)

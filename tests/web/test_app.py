@@ -228,3 +228,24 @@ def test_service_page_and_retry_for_admins(settings: Settings) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/service?retried=1"
     with Store.open(settings.paths.db) as store:
         assert store.ledger_counts()["stable"] == 1
+
+
+def test_one_answer_for_several_crops(settings: Settings) -> None:
+    client, token = login(settings, "alice")
+    ids = tiles(client)[:3]
+    r = client.post("/api/accept", json={"crop_ids": ids, "action": "label", "class": "B"},
+                    headers={"X-CSRF-Token": token})
+    assert [c["label"] for c in r.json()["crops"]] == ["B", "B", "B"]
+    assert client.post("/api/accept", json={"crop_ids": ids, "action": "drop"},
+                       headers={"X-CSRF-Token": token}).status_code == 400
+
+
+def test_deleting_a_sample_removes_its_review_events_and_leases(settings: Settings) -> None:
+    client, token = login(settings, "alice")
+    crop_id = tiles(client)[0]
+    client.post("/api/action", json={"crop_id": crop_id, "action": "not-one"},
+                headers={"X-CSRF-Token": token})
+    with Store.open(settings.paths.db) as store:
+        store.delete_sample("mut")
+        assert list(store.review_events()) == []
+        assert store.leased_to_others("nobody", 0.0) == set()

@@ -214,3 +214,20 @@ def test_relabel_a_box_on_the_spread_page(browser: Any, server: tuple[str, Path]
     rows = {int(r["crop_id"]): r for r in _export(data)}
     assert rows[other_id]["class"] == "B" and rows[other_id]["who"] == "carol"
     page.context.close()
+
+
+def test_select_several_tiles_and_answer_them_at_once(browser: Any, server: tuple[str, Path]
+                                                      ) -> None:
+    url, data = server
+    page = _login(browser, url, "alice")
+    page.goto("/samples/other/review")
+    ids = [int(t.get_attribute("data-crop")) for t in page.query_selector_all(".tile")]
+    for key in (" ", "ArrowRight", "ArrowRight", " ", "ArrowRight", " "):
+        page.keyboard.press(key)
+    assert page.locator(".tile.selected").count() == 3
+    page.keyboard.press("3")
+    _saved(page, 1)
+    rows = {int(r["crop_id"]): r["class"] for r in _export(data)}
+    assert [rows.get(i) for i in ids[:4]] == ["C", None, "C", "C"]
+    assert page.locator(".tile.selected").count() == 0
+    page.context.close()

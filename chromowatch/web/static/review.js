@@ -51,9 +51,20 @@
   }
 
   function act(action, cls) {
+    const chosen = tiles.filter((t) => t.classList.contains("selected"));
+    if (chosen.length) {  // one answer for every selected tile
+      post("/api/accept", { crop_ids: chosen.map((t) => Number(t.dataset.crop)),
+                            action: action, class: cls || null });
+      chosen.forEach((t) => t.classList.remove("selected"));
+      return;
+    }
     const t = tiles[focus];
     post("/api/action", { crop_id: Number(t.dataset.crop), action: action, class: cls || null });
     show(focus + 1);
+  }
+
+  function toggle(i) {
+    tiles[i].classList.toggle("selected");
   }
 
   function columns() {
@@ -75,13 +86,17 @@
     if (classes[e.key]) { act("label", classes[e.key]); }
     else if (e.key === "Enter") { act("accept"); }
     else if (e.key === "x" || e.key === "X") { act("not-one"); }
+    else if (e.key === " ") { toggle(focus); }
     else if (moves[e.key]) { show(focus + moves[e.key]); }
     else if (e.key === "ArrowDown") { show(focus + columns()); }
     else if (e.key === "ArrowUp") { show(focus - columns()); }
     else { return; }
     e.preventDefault();
   });
-  tiles.forEach((t, i) => t.addEventListener("click", () => show(i)));
+  tiles.forEach((t, i) => t.addEventListener("click", (e) => {
+    if (e.shiftKey) { toggle(i); }
+    show(i);
+  }));
   document.getElementById("accept-all").addEventListener("click", () => {
     const ids = tiles.filter((t) => !t.dataset.answer).map((t) => Number(t.dataset.crop));
     post("/api/accept", { crop_ids: ids });
