@@ -11,6 +11,7 @@ Each section is a pydantic model; add a key by adding a field with a description
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -598,6 +599,23 @@ class WebSettings(Section):
         "within login_window_s; further attempts are refused until the window passes.",
     )
     login_window_s: float = Field(300.0, gt=0, description="Window of login_attempts.")
+    trusted_user_header: str = Field(
+        "", description="A header naming the logged-in user, set by a reverse proxy that "
+        "authenticates (e.g. Remote-User); honoured only from trusted_proxies, and only for "
+        "users that exist (`chromowatch users add`). Empty: off. The proxy must strip a "
+        "client's own header of that name.",
+    )
+    trusted_proxies: list[str] = Field(
+        [], description="Addresses or networks (127.0.0.1, 10.0.0.0/8) whose "
+        "trusted_user_header is believed.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for p in value:
+            ipaddress.ip_network(p, strict=False)  # a ValueError names the bad entry
+        return value
 
 
 class TrainingSettings(Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,21 @@ from chromowatch.web.auth import LoginLimiter, csrf_token
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
+
+
+def trusted(host: str, proxies: list[str]) -> bool:
+    """Whether `host` is one of the addresses or inside one of the networks."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host in proxies
+    for p in proxies:
+        try:
+            if address in ipaddress.ip_network(p, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 CAN_LABEL = ("reviewer", "admin")
 
 
@@ -41,11 +57,23 @@ class Web:
     def user(self, store: Store, request: Request) -> UserRow | None:
         """The session's user; None without a login, or when the user was removed or their
         password changed since (every session of theirs ends then)."""
+        proxied = self.proxy_user(request)
+        if proxied is not None:
+            return store.user(proxied)
         name = request.session.get("user")
         user = store.user(name) if isinstance(name, str) else None
         if user is None or request.session.get("since") != user.updated_at:
             return None
         return user
+
+    def proxy_user(self, request: Request) -> str | None:
+        """The user a trusted reverse proxy names (`[web] trusted_user_header`), or None."""
+        header = self.settings.web.trusted_user_header
+        if not header or request.client is None:
+            return None
+        if not trusted(request.client.host, self.settings.web.trusted_proxies):
+            return None
+        return request.headers.get(header) or None
 
     def page(self, request: Request, template: str, user: UserRow | None,
              status_code: int = 200, **values: Any) -> HTMLResponse:

@@ -249,3 +249,28 @@ def test_deleting_a_sample_removes_its_review_events_and_leases(settings: Settin
         store.delete_sample("mut")
         assert list(store.review_events()) == []
         assert store.leased_to_others("nobody", 0.0) == set()
+
+
+def test_trusted_user_header_only_from_trusted_proxies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    monkeypatch.setenv("CHROMOWATCH_WEB__TRUSTED_USER_HEADER", "Remote-User")
+    monkeypatch.setenv("CHROMOWATCH_WEB__TRUSTED_PROXIES", '["10.0.0.0/8"]')
+    proxied = settings_in(tmp_path, monkeypatch)
+    header = {"Remote-User": "alice"}
+    via_proxy = TestClient(create_app(proxied), client=("10.1.2.3", 5000))
+    assert via_proxy.get("/", headers=header, follow_redirects=False).status_code == 200
+    page = via_proxy.get("/samples/mut/review", headers=header)
+    token = re.findall(r'name="csrf-token" content="([^"]+)"', page.text)[0]
+    r = via_proxy.post("/api/action", json={"crop_id": tiles_of(page.text)[0],
+                                            "action": "label", "class": "A"},
+                       headers={**header, "X-CSRF-Token": token})
+    assert r.status_code == 200
+    assert via_proxy.post("/api/undo", headers=header).status_code == 403  # still needs CSRF
+    unknown = via_proxy.get("/", headers={"Remote-User": "mallory"}, follow_redirects=False)
+    assert unknown.status_code == 303
+    direct = TestClient(create_app(proxied), client=("192.168.1.9", 5000))
+    assert direct.get("/", headers=header, follow_redirects=False).status_code == 303
+
+
+def tiles_of(html: str) -> list[int]:
+    return [int(x) for x in re.findall(r'data-crop="(\d+)"', html)]
