@@ -55,7 +55,7 @@ def main(out: Path) -> None:
             page.goto(f"/samples/{sample}/review")
             for key in ("2", "3", "Enter"):
                 page.keyboard.press(key)
-            page.wait_for_function("document.getElementById('grid').dataset.saved === '3'")
+            page.wait_for_selector('#grid[data-saved="3"]')
             page.screenshot(path=str(out / "web-review.png"))
             page.click(".tile.focused a.spread")
             page.wait_for_selector("#spread g.box")

@@ -121,6 +121,7 @@ class ReviewingMixin:
         """Lease crops to `who` until `expires_at`, unless another holds a lease that has not
         expired; returns the ids now leased to `who`, in the order given."""
         with self.transaction() as conn:
+            conn.execute("DELETE FROM review_leases WHERE expires_at <= ?", (now,))
             conn.executemany(
                 "INSERT INTO review_leases(crop_id, who, expires_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(crop_id) DO UPDATE SET who = excluded.who, "

@@ -158,7 +158,9 @@ def test_a_viewer_cannot_label(settings: Settings) -> None:
 
 def test_sample_names_are_escaped_and_crops_served_by_id(settings: Settings) -> None:
     client, _ = login(settings, "alice")
-    page = client.get("/").text
+    response = client.get("/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page = response.text
     assert XSS not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     review = client.get("/samples/%3Cscript%3Ealert(1)%3C%2Fscript%3E/review")
     assert review.status_code == 200 and XSS not in review.text

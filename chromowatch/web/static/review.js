@@ -7,6 +7,11 @@
   const token = document.querySelector('meta[name="csrf-token"]').content;
   const status = document.getElementById("status");
   let focus = 0;
+  // A spread that cannot be read (moved, deleted) leaves no broken picture in its tile.
+  grid.querySelectorAll("img.context").forEach((img) => {
+    if (img.complete && img.naturalWidth === 0) { img.remove(); }
+    img.addEventListener("error", () => img.remove());
+  });
   let chain = Promise.resolve();
 
   function show(i) {
