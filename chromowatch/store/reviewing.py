@@ -236,3 +236,8 @@ class ReviewingMixin:
             (image_id,)).fetchone()
         return None if row is None else (str(row[0]), str(row[1]), int(row[2] or 0),
                                          int(row[3] or 0))
+
+    def next_crop_index(self, image_id: int) -> int:
+        row = self._conn.execute("SELECT COALESCE(MAX(idx), -1) FROM crops WHERE image_id = ?",
+                                 (image_id,)).fetchone()
+        return int(row[0]) + 1

@@ -11,9 +11,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from chromowatch.errors import StoreError
+from chromowatch.errors import StoreError, UsageError
+from chromowatch.records import BBox
 from chromowatch.store import NOT_ONE, Store, UserRow
 from chromowatch.web.auth import CSRF_FIELD, CSRF_HEADER, client_address, csrf_ok, log_in
+from chromowatch.web.boxes import add_box
 from chromowatch.web.context import CAN_LABEL, Web
 from chromowatch.web.pages import safe_next
 from chromowatch.web.passwords import DUMMY_HASH, verify_password
@@ -167,4 +169,38 @@ def undo(web: Web) -> Handler:
         if refused or who is None:
             return refused or _refuse(403, "forbidden")
         return JSONResponse(await run_in_threadpool(_undo, web, who))
+    return handle
+
+
+def _box_of(body: dict[str, Any]) -> BBox | None:
+    values = [body.get(k) for k in ("x", "y", "w", "h")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return None
+    x, y, w, h = (int(v) for v in values)  # type: ignore[arg-type]
+    return BBox(x, y, w, h)
+
+
+def _draw(web: Web, who: str, image_id: int, bbox: BBox, cls: str) -> dict[str, Any]:
+    with web.store() as store:
+        crop_id = add_box(web.settings, store, image_id, bbox, cls, who=who)
+    return {"crop_id": crop_id, "label": cls, "x": bbox.x, "y": bbox.y, "w": bbox.w,
+            "h": bbox.h, "message": f"added crop {crop_id} as {cls}"}
+
+
+def draw_box(web: Web) -> Handler:
+    """`POST /api/images/<id>/boxes` {x, y, w, h, class}: a missed chromosome, drawn."""
+    async def handle(request: Request) -> Response:
+        who, refused = await _reviewer(web, request)
+        if refused or who is None:
+            return refused or _refuse(403, "forbidden")
+        body = await _json(request)
+        bbox, cls = _box_of(body), body.get("class")
+        if bbox is None or not isinstance(cls, str):
+            return _refuse(400, "give x, y, w, h (integers, the spread's pixels) and class")
+        try:
+            result = await run_in_threadpool(_draw, web, who,
+                                             int(request.path_params["image_id"]), bbox, cls)
+        except (UsageError, StoreError) as exc:
+            return _refuse(400, exc.message)
+        return JSONResponse(result)
     return handle

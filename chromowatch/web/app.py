@@ -37,6 +37,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/action", actions.action(web), methods=["POST"]),
         Route("/api/accept", actions.accept(web), methods=["POST"]),
         Route("/api/undo", actions.undo(web), methods=["POST"]),
+        Route("/api/images/{image_id:int}/boxes", actions.draw_box(web), methods=["POST"]),
         Route("/service", service_page.service(web)),
         Route("/service/retry", service_page.retry(web), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -49,9 +49,9 @@ def fill_store(settings: Settings, root: Path, sample: str = "mut", n: int = 60)
     crops = [StoredCrop(i, boxes[i], -1, frozenset(),
                         crop_png(root / "cropfiles" / f"{i}.png", i), prediction(i, rng))
              for i in range(n)]
-    spread = spread_png(root / "spread.png", boxes, 10 * n + 10, 30)
+    spread = spread_png(root / "spread.png", boxes, 10 * n + 10, 60)
     with Store.open(settings.paths.db) as store:
-        store.save_image(ImageRow(spread, sample, f"sha-{sample}", 1, 10 * n + 10, 30), crops)
+        store.save_image(ImageRow(spread, sample, f"sha-{sample}", 1, 10 * n + 10, 60), crops)
 
 
 def add_users(settings: Settings, **roles: str) -> None:

@@ -276,3 +276,27 @@ def test_trusted_user_header_only_from_trusted_proxies(
 
 def tiles_of(html: str) -> list[int]:
     return [int(x) for x in re.findall(r'data-crop="(\d+)"', html)]
+
+
+def test_a_drawn_box_becomes_a_labelled_crop(settings: Settings) -> None:
+    client, token = login(settings, "alice")
+    h = {"X-CSRF-Token": token}
+    with Store.open(settings.paths.db) as store:
+        image_id = store.crop_place(store.review_rows("mut")[0].crop_id)[0]  # type: ignore[index]
+    r = client.post(f"/api/images/{image_id}/boxes",
+                    json={"x": 100, "y": 20, "w": 30, "h": 30, "class": "C"}, headers=h)
+    assert r.status_code == 200, r.text
+    crop_id = r.json()["crop_id"]
+    with Store.open(settings.paths.db) as store:
+        [label] = [x for x in store.current_labels() if x.crop_id == crop_id]
+        assert (label.cls, label.who, label.source) == ("C", "alice", "web")
+        assert Path(label.file).is_file() and label.bbox.w == 30
+        assert store.sample_counts("mut")[0].counts["C"] == 20 + 1
+    assert client.get(f"/crops/{crop_id}.png").status_code == 200
+    for bad in ({"x": 600, "y": 20, "w": 30, "h": 30, "class": "A"},
+                {"x": 1, "y": 1, "w": 2, "h": 30, "class": "A"},
+                {"x": 1, "y": 1, "w": 20, "h": 20, "class": "D"}, {"x": "1"}):
+        assert client.post(f"/api/images/{image_id}/boxes", json=bad, headers=h
+                           ).status_code == 400
+    assert client.post(f"/api/images/{image_id}/boxes", json={"x": 1, "y": 1, "w": 20,
+                       "h": 20, "class": "A"}).status_code == 403

@@ -231,3 +231,27 @@ def test_select_several_tiles_and_answer_them_at_once(browser: Any, server: tupl
     assert [rows.get(i) for i in ids[:4]] == ["C", None, "C", "C"]
     assert page.locator(".tile.selected").count() == 0
     page.context.close()
+
+
+def test_draw_a_missed_chromosome_on_the_spread_page(browser: Any, server: tuple[str, Path]
+                                                     ) -> None:
+    url, data = server
+    page = _login(browser, url, "carol")
+    page.goto("/samples/mut/review")
+    page.click(".tile a.spread")
+    page.wait_for_selector("#spread g.box")
+    before = page.locator("#spread g.box").count()
+    frame = page.locator("#spread").bounding_box()
+    page.mouse.move(frame["x"] + 200, frame["y"] + 22)
+    page.mouse.down()
+    page.mouse.move(frame["x"] + 220, frame["y"] + 40, steps=4)
+    page.mouse.move(frame["x"] + 240, frame["y"] + 55, steps=4)
+    page.mouse.up()
+    page.keyboard.press("1")
+    page.wait_for_selector('#spread[data-saved="1"]')
+    assert page.locator("#spread g.box").count() == before + 1
+    new_id = int(page.locator("#spread g.box").last.get_attribute("data-crop"))
+    row = {int(r["crop_id"]): r for r in _export(data)}[new_id]
+    assert (row["class"], row["who"], row["source"], row["sample"]) == ("A", "carol", "web",
+                                                                         "mut")
+    page.context.close()
