@@ -241,3 +241,12 @@ class ReviewingMixin:
         row = self._conn.execute("SELECT COALESCE(MAX(idx), -1) FROM crops WHERE image_id = ?",
                                  (image_id,)).fetchone()
         return int(row[0]) + 1
+
+    def reviewers(self, sample: str) -> dict[str, int]:
+        """Who confirmed the sample's current labels: name -> crops, most first."""
+        rows = self._conn.execute(
+            "SELECT l.who, COUNT(*) FROM labels l JOIN crops c ON c.id = l.crop_id "
+            "JOIN images i ON i.id = c.image_id JOIN samples s ON s.id = i.sample_id "
+            "WHERE s.name = ? AND l.superseded_at IS NULL GROUP BY l.who "
+            "ORDER BY COUNT(*) DESC, l.who", (sample,))
+        return {str(who): int(n) for who, n in rows}

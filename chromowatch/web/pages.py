@@ -59,6 +59,7 @@ def sample_view(settings: Settings, store: Store, counts: SampleCounts, state: s
         "corrected": corrected, "method": extra["correction_method"] or "",
         "note": extra["correction_note"], "reviewed": extra["reviewed"],
         "looks_new": extra["looks_new"], "reports": store.report_versions(counts.sample),
+        "reviewers": store.reviewers(counts.sample),
     }
 
 

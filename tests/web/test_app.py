@@ -137,6 +137,7 @@ def test_accept_and_not_one_leave_the_queue(settings: Settings) -> None:
         labels = {x.crop_id: x.cls for x in store.current_labels()}
     assert all(labels[i] == predicted[i] for i in ids[:9])
     assert not set(tiles(client)) & set(ids)  # answered and not-one crops do not come back
+    assert "by alice 9" in client.get("/").text
 
 
 def test_two_reviewers_get_different_crops(settings: Settings) -> None:
