@@ -112,9 +112,14 @@ class ReviewingMixin:
 
     # -- leases ---------------------------------------------------------------------------
 
-    def leased_to_others(self, who: str, now: float) -> set[int]:
-        return {int(r[0]) for r in self._conn.execute(
-            "SELECT crop_id FROM review_leases WHERE who != ? AND expires_at > ?", (who, now))}
+    def leased_to_others(self, who: str, now: float, sample: str | None = None) -> set[int]:
+        """Crops (of one sample, or all) leased to someone else until after `now`."""
+        sql = ("SELECT l.crop_id FROM review_leases l JOIN crops c ON c.id = l.crop_id "
+               "JOIN images i ON i.id = c.image_id JOIN samples s ON s.id = i.sample_id "
+               "WHERE l.who != ? AND l.expires_at > ?")
+        rows = (self._conn.execute(sql + " AND s.name = ?", (who, now, sample))
+                if sample is not None else self._conn.execute(sql, (who, now)))
+        return {int(r[0]) for r in rows}
 
     def lease(self, crop_ids: Sequence[int], who: str, now: float, expires_at: float
               ) -> list[int]:

@@ -89,7 +89,7 @@ def review_tiles(settings: Settings, store: Store, sample: str, who: str) -> lis
     """The next page of the sample's review queue for `who`: crops leased to another
     reviewer are skipped, the ones shown are leased to `who` for `[web] lease_s`."""
     now = time.time()
-    others = store.leased_to_others(who, now)
+    others = store.leased_to_others(who, now, sample)
     size = settings.web.page_size
     entries = [e for e in next_for_review(store, settings.review, sample, size + len(others))
                if e.crop_id not in others][:size]

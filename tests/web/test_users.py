@@ -72,6 +72,8 @@ def test_leases_expire_and_are_kept_from_others(settings: Settings, tmp_path: Pa
         assert store.leased_to_others("bob", 200.0) == set(ids[:2])
         assert store.lease(ids[:2], "bob", 401.0, 700.0) == ids[:2]  # alice's expired
         assert store.leased_to_others("alice", 401.0) == set(ids[:3])
+        assert store.leased_to_others("alice", 401.0, "mut") == set(ids[:3])
+        assert store.leased_to_others("alice", 401.0, "other") == set()
 
 
 def test_login_limiter_window() -> None:
