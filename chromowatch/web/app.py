@@ -40,6 +40,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/images/{image_id:int}/boxes", actions.draw_box(web), methods=["POST"]),
         Route("/service", service_page.service(web)),
         Route("/service/retry", service_page.retry(web), methods=["POST"]),
+        Route("/service/models", service_page.models(web), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [Middleware(

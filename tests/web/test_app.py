@@ -301,3 +301,28 @@ def test_a_drawn_box_becomes_a_labelled_crop(settings: Settings) -> None:
                            ).status_code == 400
     assert client.post(f"/api/images/{image_id}/boxes", json={"x": 1, "y": 1, "w": 20,
                        "h": 20, "class": "A"}).status_code == 403
+
+
+def test_admins_switch_the_current_ensemble(settings: Settings) -> None:
+    from chromowatch.classify.library import ModelLibrary
+    from tests.helpers import install_tiny_model
+
+    install_tiny_model(settings.paths.models, "tiny")
+    install_tiny_model(settings.paths.models, "tiny2", seed=1)
+    library = ModelLibrary(settings.paths.models)
+    client, token = login(settings, "alice")
+    page = client.get("/service").text
+    assert "tiny2 (current)" in page and "Make current" not in page
+    assert client.post("/service/models", data={"csrf_token": token, "action": "promote",
+                                                "name": "tiny"}).status_code == 403
+    client, token = login(settings, "ada")
+    assert "Make current" in client.get("/service").text
+    r = client.post("/service/models", data={"csrf_token": token, "action": "promote",
+                                             "name": "tiny"}, follow_redirects=False)
+    assert r.status_code == 303 and library.current_name() == "tiny"
+    r = client.post("/service/models", data={"csrf_token": token, "action": "promote",
+                                             "name": "../../etc"})
+    assert r.status_code == 400 and library.current_name() == "tiny"
+    r = client.post("/service/models", data={"csrf_token": token, "action": "rollback"},
+                    follow_redirects=False)
+    assert r.status_code == 303 and library.current_name() == "tiny2"
