@@ -851,6 +851,49 @@ def cmd_export(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return 0
 
 
+def _args_users(p: argparse.ArgumentParser) -> None:
+    usub = p.add_subparsers(dest="users_cmd", required=True)
+    ua = usub.add_parser("add", help="add a user of the web app")
+    ua.add_argument("name", metavar="NAME")
+    ua.add_argument("--role", required=True, choices=("viewer", "reviewer", "admin"),
+                    help="viewer: reads; reviewer: also labels; admin: everything")
+    up = usub.add_parser("passwd", help="set a user's password")
+    up.add_argument("name", metavar="NAME")
+    for q in (ua, up):
+        q.add_argument("--password-file", required=True, metavar="FILE",
+                       help="a file whose first line is the password (8 characters or more)")
+    usub.add_parser("list", help="the users and their roles")
+    ur = usub.add_parser("remove", help="remove a user (their labels stay)")
+    ur.add_argument("name", metavar="NAME")
+
+
+def cmd_users(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.web import users
+
+    with Store.open(loaded.settings.paths.db) as store:
+        if args.users_cmd == "add":
+            print(users.add_user(store, args.name, args.role, Path(args.password_file)))
+        elif args.users_cmd == "passwd":
+            print(users.set_password(store, args.name, Path(args.password_file)))
+        elif args.users_cmd == "remove":
+            print(users.remove_user(store, args.name))
+        else:
+            for line in users.list_users(store):
+                print(line)
+    return 0
+
+
+def _args_web(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="address to listen on (default: [web] host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: [web] port, 8765)")
+
+
+def cmd_web(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.web.serve import serve
+
+    return serve(loaded.settings, args.host, args.port)
+
+
 # -- parser ----------------------------------------------------------------------------
 
 
@@ -897,6 +940,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("outbox", "report mails: list them, retry the unsent now", _args_outbox, cmd_outbox),
     Command("export", "per-crop, per-metaphase or per-sample results as CSV or JSON",
             _args_export, cmd_export),
+    Command("web", "the review web app: samples, review grid, reports (needs a user: "
+            "`users add`)", _args_web, cmd_web),
+    Command("users", "people who may log in to the web app, and their roles", _args_users,
+            cmd_users),
 )
 
 

@@ -11,6 +11,7 @@ Each section is a pydantic model; add a key by adding a field with a description
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -592,6 +593,50 @@ class MetricsSettings(Section):
     interval_s: float = Field(15.0, gt=0, description="How often the metrics file is rewritten.")
 
 
+class WebSettings(Section):
+    """The review web app (`chromowatch web`): where it listens, its session cookie, logins."""
+
+    host: str = Field("127.0.0.1", description="Address `chromowatch web` listens on "
+                      "(keep 127.0.0.1 and put a TLS proxy in front to reach it from elsewhere).")
+    port: int = Field(8765, ge=1, le=65535, description="Port `chromowatch web` listens on.")
+    secret_key: str = Field(
+        "", description="Key that signs session cookies. Empty: generated once and kept in "
+        "<data_dir>/web-secret (mode 0600).",
+    )
+    secure_cookies: bool = Field(
+        False, description="Mark the session cookie Secure (sent over HTTPS only): set it when "
+        "the app is reached through a TLS proxy.",
+    )
+    session_hours: float = Field(12.0, gt=0, description="A login lasts this many hours.")
+    page_size: int = Field(24, ge=1, le=500, description="Crop tiles per review page.")
+    lease_s: float = Field(
+        300.0, gt=0, description="Seconds the crops shown to one reviewer are kept from "
+        "other reviewers of the same sample.",
+    )
+    login_attempts: int = Field(
+        5, ge=1, description="Failed logins allowed per user name and per client address "
+        "within login_window_s; further attempts are refused until the window passes.",
+    )
+    login_window_s: float = Field(300.0, gt=0, description="Window of login_attempts.")
+    trusted_user_header: str = Field(
+        "", description="A header naming the logged-in user, set by a reverse proxy that "
+        "authenticates (e.g. Remote-User); honoured only from trusted_proxies, and only for "
+        "users that exist (`chromowatch users add`). Empty: off. The proxy must strip a "
+        "client's own header of that name.",
+    )
+    trusted_proxies: list[str] = Field(
+        [], description="Addresses or networks (127.0.0.1, 10.0.0.0/8) whose "
+        "trusted_user_header is believed.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for p in value:
+            ipaddress.ip_network(p, strict=False)  # a ValueError names the bad entry
+        return value
+
+
 class TrainingSettings(Section):
     """Fine-tuning on confirmed labels, evaluation on a fixed holdout, promotion (`train`)."""
 
@@ -745,6 +790,7 @@ class Settings(BaseSettings):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
     training: TrainingSettings = Field(default_factory=TrainingSettings)  # type: ignore[arg-type]
+    web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

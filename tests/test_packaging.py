@@ -39,7 +39,7 @@ def test_every_command_of_the_table_is_parsed_to_its_function() -> None:
             "classify": ["classify", "c.png"], "process": ["process", "p", "--sample", "s"],
             "report": ["report", "s"], "export": ["export", "--format", "csv"],
             "crops": ["crops", "import", "d", "--sample", "s"],
-            "review": ["review", "queue", "--sample", "s"]}
+            "review": ["review", "queue", "--sample", "s"], "users": ["users", "list"]}
     for command in COMMANDS:
         args = parser.parse_args(argv.get(command.name, [command.name]))
         assert args.command == command.name and args.func is command.run

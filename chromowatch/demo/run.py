@@ -66,6 +66,13 @@ def ensure_model(settings: Settings, *, models_from: Path | None, offline: bool)
     return name
 
 
+WEB_HINT = ("\nReview the crops in the browser: create the first user, then start the web app "
+            "and open http://127.0.0.1:{port}/\n"
+            "  chromowatch users add NAME --role admin --password-file FILE   "
+            "(the file's first line is the password)\n"
+            "  chromowatch web")
+
+
 def run_demo(settings: Settings, *, spreads: int, models_from: Path | None,
              offline: bool) -> int:
     """Install or bootstrap a model, fill the daemon's inbox with generated samples marked
@@ -89,4 +96,5 @@ def run_demo(settings: Settings, *, spreads: int, models_from: Path | None,
         print("\nNote: the spreads are synthetic, so these numbers show the pipeline working, "
               "not a biological result. Put real spreads in a sample folder under "
               f"{inbox} and run `chromowatch run`.")
+    print(WEB_HINT.format(port=settings.web.port))
     return code

@@ -89,11 +89,12 @@ def choose(candidates: Sequence[Candidate], count: int, *, audit_share: float,
     picks from what is left.
 
     Only crops with a prediction, not confirmed and not flagged are eligible (a flagged crop
-    is a segmentation question, not an A/B/C one)."""
+    is a segmentation question, not an A/B/C one); a queued crop flagged since (marked "not
+    one chromosome" in the web app) leaves the queue too."""
     if count <= 0:
         return []
     pending = sorted((Pick(c.crop_id, c.queued, uncertainty(c, measure), False)
-                      for c in candidates if c.queued and not c.confirmed),
+                      for c in candidates if c.queued and not c.confirmed and not c.flagged),
                      key=lambda p: (p.reason != UNCERTAIN, -p.score if p.reason == UNCERTAIN
                                     else 0.0, audit_key(seed, p.crop_id)))
     picks = pending[:count]
@@ -130,8 +131,9 @@ def next_for_review(store: Store, settings: ReviewSettings, sample: str,
     """The sample's next `count` crops to review; new picks are recorded, so the same crops
     come back until they are answered and an audit crop stays an audit crop."""
     rows = {r.crop_id: r for r in store.review_rows(sample) if r.predicted}
-    candidates = [Candidate(r.crop_id, r.probs, r.members, r.confirmed, r.review,
-                            bool(r.flags)) for r in rows.values()]
+    members = settings.measure == "disagreement"  # parsed only where they are used
+    candidates = [Candidate(r.crop_id, r.probs, r.members if members else (), r.confirmed,
+                            r.review, bool(r.flags)) for r in rows.values()]
     picks = choose(candidates, count, audit_share=settings.audit_share,
                    measure=settings.measure, seed=settings.seed)
     store.enqueue_review([(p.crop_id, p.reason, p.score, rows[p.crop_id].model_version)

@@ -2,6 +2,7 @@
 (schema.py); every row it takes or gives back is a frozen dataclass (rows.py)."""
 
 from chromowatch.store.database import Store
+from chromowatch.store.reviewing import NOT_ONE
 from chromowatch.store.rows import (
     CropToScore,
     CurrentLabel,
@@ -18,6 +19,7 @@ from chromowatch.store.rows import (
     QueuedMail,
     ReportVersion,
     ReportVersionExists,
+    ReviewEvent,
     SampleContents,
     SampleCounts,
     SampleCrop,
@@ -25,12 +27,14 @@ from chromowatch.store.rows import (
     SampleState,
     StoredCrop,
     TrainingRun,
+    UserRow,
     fingerprint_labels,
 )
 from chromowatch.store.schema import MIGRATIONS
 
 __all__ = [
     "MIGRATIONS",
+    "NOT_ONE",
     "CropToScore",
     "CurrentLabel",
     "DaemonState",
@@ -46,6 +50,7 @@ __all__ = [
     "QueuedMail",
     "ReportVersion",
     "ReportVersionExists",
+    "ReviewEvent",
     "SampleContents",
     "SampleCounts",
     "SampleCrop",
@@ -54,5 +59,6 @@ __all__ = [
     "Store",
     "StoredCrop",
     "TrainingRun",
+    "UserRow",
     "fingerprint_labels",
 ]

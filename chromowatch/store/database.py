@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from chromowatch.errors import StoreError, UsageError
 from chromowatch.records import CLASS_NAMES, BBox, Prediction
+from chromowatch.store.reviewing import ReviewingMixin, write_label
 from chromowatch.store.rows import (
     CropToScore,
     CurrentLabel,
@@ -46,7 +47,7 @@ from chromowatch.store.rows import (
 from chromowatch.store.schema import MIGRATIONS
 
 
-class Store:
+class Store(ReviewingMixin):
     """A connection to the chromowatch database; open with `Store.open(path)`."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
@@ -944,12 +945,14 @@ class Store:
             (image_id,),
         )]
 
-    def set_labels(self, items: Sequence[tuple[int, str]], *, source: str, who: str
+    def set_labels(self, items: Sequence[tuple[int, str]], *, source: str, who: str,
+                   shown: Mapping[int, tuple[str | None, str | None]] | None = None
                    ) -> tuple[int, int]:
         """Confirm many crops' classes in one transaction, keeping history; a crop already
         confirmed as that class is left alone. Unknown crop ids are a StoreError (nothing is
         written). Returns (first labels of crops that had none, labels changed): a user
-        must not read "changed" when nothing was there before."""
+        must not read "changed" when nothing was there before. `shown` maps a crop id to
+        (model version, probabilities JSON) of the prediction the person was shown."""
         now = time.time()
         first = changed = 0
         with self.transaction() as conn:
@@ -966,16 +969,8 @@ class Store:
                 ).fetchone()
                 if row is not None and row[0] == cls:
                     continue
-                conn.execute(
-                    "UPDATE labels SET superseded_at = ? "
-                    "WHERE crop_id = ? AND superseded_at IS NULL",
-                    (now, crop_id),
-                )
-                conn.execute(
-                    "INSERT INTO labels(crop_id, class, source, who, created_at) "
-                    "VALUES (?,?,?,?,?)",
-                    (crop_id, cls, source, who, now),
-                )
+                write_label(conn, crop_id, cls, source=source, who=who, now=now,
+                            shown=(shown or {}).get(crop_id, (None, None)))
                 if row is None:
                     first += 1
                 else:

@@ -462,3 +462,33 @@ class OutboxEntry:
 def recipients_of(stored: str) -> tuple[str, ...]:
     """The outbox keeps a mail's recipients as a JSON list."""
     return tuple(str(r) for r in json.loads(stored))
+
+
+ROLES = ("viewer", "reviewer", "admin")
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A person who may log in to the web app, with the role that says what they may do."""
+
+    name: str
+    role: str  # one of ROLES
+    password_hash: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class ReviewEvent:
+    """One review action in the web app: a label, a crop marked "not one chromosome", or
+    the undo of an earlier event (`undoes`). What the action replaced (`prev_label_id`,
+    `prev_flags`) is kept so an undo can put it back."""
+
+    id: int
+    crop_id: int
+    action: str  # "label", "not-one" or "undo"
+    cls: str | None
+    who: str
+    created_at: float
+    undoes: int | None
+    undone_at: float | None

@@ -185,4 +185,40 @@ MIGRATIONS: tuple[str, ...] = (
         queued_at      REAL NOT NULL
     );
     """,
+    # 7: the web app. Users (password hashes), what each label showed (the model version and
+    # its probabilities), every review action as an event (label, not-one, undo), and leases
+    # so two reviewers of one sample are shown different crops.
+    """
+    CREATE TABLE users (
+        id             INTEGER PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        role           TEXT NOT NULL CHECK (role IN ('viewer', 'reviewer', 'admin')),
+        password_hash  TEXT NOT NULL,
+        created_at     REAL NOT NULL,
+        updated_at     REAL NOT NULL
+    );
+    ALTER TABLE labels ADD COLUMN model_version TEXT;
+    ALTER TABLE labels ADD COLUMN probs TEXT;
+    CREATE TABLE review_events (
+        id             INTEGER PRIMARY KEY,
+        crop_id        INTEGER NOT NULL REFERENCES crops(id) ON DELETE CASCADE,
+        action         TEXT NOT NULL CHECK (action IN ('label', 'not-one', 'undo')),
+        class          TEXT CHECK (class IN ('A', 'B', 'C')),
+        who            TEXT NOT NULL,
+        source         TEXT NOT NULL,
+        model_version  TEXT,
+        probs          TEXT,
+        prev_label_id  INTEGER,
+        prev_flags     TEXT,
+        undoes         INTEGER,
+        undone_at      REAL,
+        created_at     REAL NOT NULL
+    );
+    CREATE INDEX review_events_who ON review_events(who, id);
+    CREATE TABLE review_leases (
+        crop_id     INTEGER PRIMARY KEY REFERENCES crops(id) ON DELETE CASCADE,
+        who         TEXT NOT NULL,
+        expires_at  REAL NOT NULL
+    );
+    """,
 )

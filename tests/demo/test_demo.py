@@ -29,6 +29,7 @@ def test_offline_demo_bootstraps_and_says_so(tmp_path: Path, monkeypatch: pytest
     assert "synthetic-01" in out and "synthetic-02" in out
     assert "all samples complete (2)" in out
     assert re.search(r"the demo took \d+ s on \d+ CPU core", out)
+    assert "chromowatch users add NAME --role admin" in out and "http://127.0.0.1:8765/" in out
     assert main(["results", "--json"]) == 0
 
 
