@@ -299,6 +299,7 @@ def build_context(
         "adjusted": adjusted,
         "excluded": stats.excluded,
         "warnings": [w for w in (models.pop("looks_new"),) if w] + list(stats.warnings),
+        "reviewers": store.reviewers(data.name),
         **charts,
         "distribution": stats.distribution("B+C"),
         "metaphase_rows": metaphase_rows,

@@ -169,6 +169,7 @@ def test_versions_follow_labels_and_nothing_else(filled: tuple[Settings, Store])
     assert second is not None and second.version == 2 and second.html_path is not None
     html = Path(second.html_path).read_text()
     assert "version 2" in html and Path(second.html_path).parent.name == "v2"
+    assert "reviewed by ana 1" in html  # the report says who reviewed
     assert store.outbox_rows() == []  # mail is off by default
 
 
