@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/service", service_page.service(web)),
         Route("/service/retry", service_page.retry(web), methods=["POST"]),
         Route("/service/models", service_page.models(web), methods=["POST"]),
+        Route("/service/retrain", service_page.retrain(web), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [Middleware(

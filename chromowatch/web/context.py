@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -50,6 +51,7 @@ class Web:
     settings: Settings
     templates: Environment
     limiter: LoginLimiter
+    training: threading.Lock = field(default_factory=threading.Lock)  # one retrain at a time
 
     @contextmanager
     def store(self) -> Iterator[Store]:

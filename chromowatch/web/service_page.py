@@ -6,6 +6,7 @@ browser) and for all of them."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
@@ -127,4 +128,41 @@ def retry(web: Web) -> Callable[[Request], Awaitable[Response]]:
         n = await run_in_threadpool(_retry, web, form.get("file", ""))
         log.info("%s queued %d failed file(s) again from the web app", form["_user"], n)
         return RedirectResponse(f"/service?retried={n}", status_code=303)
+    return handle
+
+
+def _start_training(web: Web, who: str) -> bool:
+    """Start `chromowatch train` (its own subprocess, as the nightly job runs it) on a
+    background thread; False when a retraining started here is still running. The daemon
+    picks up a promoted model and re-scores the stored crops by itself."""
+    if not web.training.acquire(blocking=False):
+        return False
+
+    def run() -> None:
+        from chromowatch.training import runner  # torch, only when asked
+
+        try:
+            outcome = runner.train(web.settings)
+            log.info("retraining asked for by %s: %s (%s)", who, outcome.status,
+                     outcome.message)
+        except ChromowatchError as exc:
+            log.warning("retraining asked for by %s failed: %s", who, exc)
+        finally:
+            web.training.release()
+
+    threading.Thread(target=run, name="web-retrain", daemon=True).start()
+    return True
+
+
+def retrain(web: Web) -> Callable[[Request], Awaitable[Response]]:
+    """`POST /service/retrain` (admins): train on the confirmed labels now."""
+    check = _admin_form(web)
+
+    async def handle(request: Request) -> Response:
+        refused, form = await check(request)
+        if refused is not None:
+            return refused
+        started = _start_training(web, form["_user"])
+        return RedirectResponse(f"/service?retrain={'started' if started else 'running'}",
+                                status_code=303)
     return handle

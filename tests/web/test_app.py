@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,27 @@ def test_admins_switch_the_current_ensemble(settings: Settings) -> None:
     r = client.post("/service/models", data={"csrf_token": token, "action": "rollback"},
                     follow_redirects=False)
     assert r.status_code == 303 and library.current_name() == "tiny2"
+
+
+def test_admins_can_start_a_retraining_and_only_one_at_a_time(settings: Settings) -> None:
+    from jinja2 import Environment
+
+    from chromowatch.web.auth import LoginLimiter
+    from chromowatch.web.context import Web
+    from chromowatch.web.service_page import _start_training
+
+    client, token = login(settings, "vera")  # a viewer
+    assert client.post("/service/retrain", data={"csrf_token": token}).status_code == 403
+    client, token = login(settings, "ada")
+    assert client.post("/service/retrain", data={}).status_code == 403  # no CSRF token
+    assert "Retrain now" in client.get("/service").text
+    r = client.post("/service/retrain", data={"csrf_token": token}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/service?retrain=started"
+    web = Web(settings, Environment(), LoginLimiter(5, 60))
+    with web.training:  # a retraining still running: a second one is not started
+        assert _start_training(web, "ada") is False
+    assert _start_training(web, "ada") is True  # no labels here: it ends at once
+    deadline = time.monotonic() + 60
+    while web.training.locked() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not web.training.locked()
