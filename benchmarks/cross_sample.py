@@ -42,19 +42,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PASSED_SETTINGS = ("CHROMOWATCH_TRAINING__", "CHROMOWATCH_ENHANCE__", "CHROMOWATCH_SEGMENT__")
-DATA = Path(os.environ.get("CHROMOWATCH_REAL_DATA", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+import train as train_bench  # noqa: E402
+
+DATA = train_bench.DATA
 SAMPLES = {"wt": "wt", "ddx11": "ddx11"}  # data directory -> sample name
 CANDIDATE = {"wt": "on-wt", "ddx11": "on-ddx11"}
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMOWATCH_")
-           or k.startswith(PASSED_SETTINGS) or k == "CHROMOWATCH_REAL_DATA"}
-    env["CHROMOWATCH_PATHS__DATA_DIR"] = str(data_dir)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
-                                        if p)
-    return env
+    return train_bench.bench_env(data_dir)
 
 
 def _run(args: list[str], data_dir: Path, extra: dict[str, str] | None = None

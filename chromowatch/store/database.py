@@ -46,6 +46,19 @@ from chromowatch.store.rows import (
 )
 from chromowatch.store.schema import MIGRATIONS
 
+# The end of a query over one sample's finished crops (a name parameter): each crop's current
+# label and review reason, its image and its latest prediction (aliases c, i, s, p), for the
+# columns the caller selects before it.
+_SAMPLE_CROPS = """
+       (SELECT l.class FROM labels l WHERE l.crop_id = c.id
+          AND l.superseded_at IS NULL) AS confirmed,
+       (SELECT q.reason FROM review_queue q WHERE q.crop_id = c.id) AS review
+FROM crops c
+JOIN images i ON i.id = c.image_id
+JOIN samples s ON s.id = i.sample_id
+LEFT JOIN predictions p ON p.id = (SELECT MAX(id) FROM predictions WHERE crop_id = c.id)
+WHERE s.name = ? AND i.status = 'done'
+"""
 
 class Store(ReviewingMixin):
     """A connection to the chromowatch database; open with `Store.open(path)`."""
@@ -657,21 +670,9 @@ class Store(ReviewingMixin):
         confirmed label (NULL when none), in image then crop order."""
         self._require_sample(sample)
         rows = self._conn.execute(
-            """
-            SELECT c.id, c.image_id, c.idx, c.x, c.y, c.w, c.h, c.metaphase, c.file, c.flags,
-                   i.path AS image_path,
-                   p.label AS predicted, p.p_a, p.p_b, p.p_c, p.model_version, p.id AS pred_id,
-                   (SELECT l.class FROM labels l WHERE l.crop_id = c.id
-                      AND l.superseded_at IS NULL) AS confirmed,
-                   (SELECT q.reason FROM review_queue q WHERE q.crop_id = c.id) AS review
-            FROM crops c
-            JOIN images i ON i.id = c.image_id
-            JOIN samples s ON s.id = i.sample_id
-            LEFT JOIN predictions p
-                   ON p.id = (SELECT MAX(id) FROM predictions WHERE crop_id = c.id)
-            WHERE s.name = ? AND i.status = 'done'
-            ORDER BY c.image_id, c.idx
-            """,
+            "SELECT c.id, c.image_id, c.idx, c.x, c.y, c.w, c.h, c.metaphase, c.file, c.flags, "
+            "i.path AS image_path, p.label AS predicted, p.p_a, p.p_b, p.p_c, p.model_version, "
+            "p.id AS pred_id, " + _SAMPLE_CROPS + "ORDER BY c.image_id, c.idx",
             (sample,),
         )
         return [SampleCrop(**row) for row in rows]
@@ -680,21 +681,10 @@ class Store(ReviewingMixin):
         """Every crop of a sample's finished images as the review queue sees it."""
         self._require_sample(sample)
         return [ReviewRow(**row) for row in self._conn.execute(
-            """
-            SELECT c.id AS crop_id, c.file, i.path AS image_path, c.x, c.y, c.w, c.h,
-                   i.width AS image_width, i.height AS image_height, c.flags,
-                   p.label AS predicted, p.p_a, p.p_b, p.p_c, p.member_probs, p.model_version,
-                   (SELECT l.class FROM labels l WHERE l.crop_id = c.id
-                      AND l.superseded_at IS NULL) AS confirmed,
-                   (SELECT q.reason FROM review_queue q WHERE q.crop_id = c.id) AS review
-            FROM crops c
-            JOIN images i ON i.id = c.image_id
-            JOIN samples s ON s.id = i.sample_id
-            LEFT JOIN predictions p
-                   ON p.id = (SELECT MAX(id) FROM predictions WHERE crop_id = c.id)
-            WHERE s.name = ? AND i.status = 'done'
-            ORDER BY c.id
-            """,
+            "SELECT c.id AS crop_id, c.file, i.path AS image_path, c.x, c.y, c.w, c.h, "
+            "i.width AS image_width, i.height AS image_height, c.flags, p.label AS predicted, "
+            "p.p_a, p.p_b, p.p_c, p.member_probs, p.model_version, " + _SAMPLE_CROPS +
+            "ORDER BY c.id",
             (sample,),
         )]
 
