@@ -188,8 +188,7 @@ def main() -> None:
                         help="a training setting for the on-both (current) run only")
     parser.add_argument("train_args", nargs="*")
     args = parser.parse_args()
-    if not (DATA / "ikemoto2023").is_dir() or not (DATA / "ddx11").is_dir():
-        raise SystemExit(f"real data not found at {DATA} (set CHROMOWATCH_REAL_DATA)")
+    train_bench.require_real_data()
     tmp = tempfile.TemporaryDirectory(prefix="chromowatch-xval-bench-")
     work = args.work or Path(tmp.name)
     current_settings = {f"CHROMOWATCH_TRAINING__{k.upper()}": v for k, v in

@@ -383,6 +383,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) /
                         "chromowatch-review-bench", help="where features are cached")
     args = parser.parse_args()
+    train_bench.require_real_data()
     started = time.monotonic()
     crops = load(args.cache)
     wt = np.flatnonzero(crops.sample == "wt")

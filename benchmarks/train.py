@@ -47,6 +47,12 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     return time.monotonic() - started, proc.stdout
 
 
+def require_real_data() -> None:
+    """The shared labels (ikemoto2023 WT crops, ddx11 spreads) or a clear exit."""
+    if not (DATA / "ikemoto2023").is_dir() or not (DATA / "ddx11").is_dir():
+        raise SystemExit(f"real data not found at {DATA} (set CHROMOWATCH_REAL_DATA)")
+
+
 def bench_env(data_dir: Path) -> dict[str, str]:
     """The environment of a `chromowatch` child working in `data_dir`: the user's own
     CHROMOWATCH_* settings left out, except those a benchmark passes on on purpose."""
@@ -98,8 +104,7 @@ def main() -> None:
                         help="folder of the published SqueezeNet_N.pth files")
     parser.add_argument("train_args", nargs="*")
     args = parser.parse_args()
-    if not (DATA / "ikemoto2023").is_dir() or not (DATA / "ddx11").is_dir():
-        raise SystemExit(f"real data not found at {DATA} (set CHROMOWATCH_REAL_DATA)")
+    require_real_data()
     tmp = tempfile.TemporaryDirectory(prefix="chromowatch-train-bench-")
     data_dir = Path(args.keep) if args.keep else Path(tmp.name)
     env = bench_env(data_dir)

@@ -291,6 +291,7 @@ def _args_results(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_results(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    from chromowatch.reports.data import current_model_info
     from chromowatch.reports.trust import results_extra
 
     settings = loaded.settings
@@ -299,7 +300,8 @@ def cmd_results(args: argparse.Namespace, loaded: LoadedSettings) -> int:
                          hint="process some spreads first: chromowatch process PATH --sample NAME")
     with Store.open(settings.paths.db) as store:
         rows = store.sample_counts(args.sample)
-        extra = {r.sample: results_extra(settings, store, r.sample) for r in rows}
+        model = current_model_info(settings)
+        extra = {r.sample: results_extra(settings, store, r.sample, model) for r in rows}
     if args.json:
         _print_json([r.as_dict() | extra[r.sample] for r in rows])
         return 0

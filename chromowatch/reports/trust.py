@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from chromowatch.records import CLASS_NAMES
-from chromowatch.reports.data import ModelInfo, SampleData, current_model_info, load_sample
+from chromowatch.reports.data import ModelInfo, SampleData, load_sample
 from chromowatch.reports.stats import Adjusted, adjust_for_confusion
 from chromowatch.review.correct import audit_correction
 from chromowatch.review.novelty import unlike_validation
@@ -132,11 +132,12 @@ def looks_new(settings: Settings, data: SampleData, model: ModelInfo | None) -> 
             + "; ".join(why) + f". Its model fractions may be wrong; {ask}.")
 
 
-def results_extra(settings: Settings, store: Store, sample: str) -> dict[str, Any]:
+def results_extra(settings: Settings, store: Store, sample: str,
+                  model: ModelInfo | None) -> dict[str, Any]:
     """What `results --json` adds to a sample's counts: the corrected fractions (or why
-    none), how many crops are confirmed, and the 'looks new' warning."""
+    none), how many crops are confirmed, and the 'looks new' warning. `model` is the
+    current one (`current_model_info`), read once by the caller for all its samples."""
     data = load_sample(settings, store, sample)
-    model = current_model_info(settings)
     corr = correction_for(settings, data, model)
     corrected: Mapping[str, float] | None = None
     if corr.adjusted is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -44,9 +44,7 @@ class ReviewingMixin:
 
     _conn: sqlite3.Connection
     path: Path
-
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
+    transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]  # the Store's
 
     # -- users ----------------------------------------------------------------------------
 

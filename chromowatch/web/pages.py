@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from chromowatch.errors import UsageError
 from chromowatch.records import CLASS_NAMES
+from chromowatch.reports.data import ModelInfo, current_model_info
 from chromowatch.reports.trust import results_extra
 from chromowatch.review.queue import next_for_review
 from chromowatch.settings import Settings
@@ -42,11 +43,11 @@ def _state(store: Store) -> dict[str, str]:
     return out
 
 
-def sample_view(settings: Settings, store: Store, counts: SampleCounts, state: str
-                ) -> dict[str, Any]:
+def sample_view(settings: Settings, store: Store, counts: SampleCounts, state: str,
+                model: ModelInfo | None) -> dict[str, Any]:
     """One row of the samples page: counts, fractions, the correction, reports."""
     scored = sum(counts.counts.values())
-    extra = results_extra(settings, store, counts.sample)
+    extra = results_extra(settings, store, counts.sample, model)
     corrected = None
     if extra["corrected"] is not None:
         corrected = [(c, f"{extra['corrected'][c]:.3f}", f"{extra['corrected_interval'][c][0]:.3f}",
@@ -70,7 +71,8 @@ def samples(web: Web) -> Handler:
             if user is None:
                 return to_login(request)
             states = _state(store)
-            rows = [sample_view(web.settings, store, c, states.get(c.sample, "open"))
+            model = current_model_info(web.settings)
+            rows = [sample_view(web.settings, store, c, states.get(c.sample, "open"), model)
                     for c in store.sample_counts()]
         return web.page(request, "samples.html", user, samples=rows,
                         can_label=user.role in CAN_LABEL)

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from chromowatch.records import CLASS_COLOURS, FLAGGED_COLOUR, UNLABELLED_COLOUR, BBox
-from chromowatch.store import NOT_ONE
+from chromowatch.store import NOT_ONE, Store
 from chromowatch.web.context import CAN_LABEL, Web, to_login
 
 Handler = Callable[[Request], Response]
@@ -57,18 +57,29 @@ def context_png(path: str, box: BBox) -> bytes:
     return _encode(cut, ".png")
 
 
-def context(web: Web) -> Handler:
+def _picture(web: Web, render: Callable[[Store, int], bytes], key: str, media_type: str
+             ) -> Handler:
+    """A logged-in user's picture of the store object whose id is the path's `key`;
+    404 when it or its file is gone."""
     def handle(request: Request) -> Response:
         with web.store() as store:
             if web.user(store, request) is None:
                 return to_login(request)
-            place = store.crop_place(int(request.path_params["crop_id"]))
-        data = context_png(place[1], place[2]) if place else b""
+            data = render(store, int(request.path_params[key]))
         if not data:
             return _not_found()
-        return Response(data, media_type="image/png",
+        return Response(data, media_type=media_type,
                         headers={"Cache-Control": "private, max-age=3600"})
     return handle
+
+
+def _context_of(store: Store, crop_id: int) -> bytes:
+    place = store.crop_place(crop_id)
+    return context_png(place[1], place[2]) if place else b""
+
+
+def context(web: Web) -> Handler:
+    return _picture(web, _context_of, "crop_id", "image/png")
 
 
 def spread_jpg(path: str) -> bytes:
@@ -83,18 +94,13 @@ def spread_jpg(path: str) -> bytes:
     return _encode(img, ".jpg")
 
 
+def _spread_of(store: Store, image_id: int) -> bytes:
+    place = store.image_place(image_id)
+    return spread_jpg(place[1]) if place else b""
+
+
 def spread_image(web: Web) -> Handler:
-    def handle(request: Request) -> Response:
-        with web.store() as store:
-            if web.user(store, request) is None:
-                return to_login(request)
-            place = store.image_place(int(request.path_params["image_id"]))
-        data = spread_jpg(place[1]) if place else b""
-        if not data:
-            return _not_found()
-        return Response(data, media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=3600"})
-    return handle
+    return _picture(web, _spread_of, "image_id", "image/jpeg")
 
 
 @dataclass(frozen=True)
